@@ -1,0 +1,152 @@
+//! The pre-norm transformer block both towers share: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
+
+use burn::module::Module;
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Tensor};
+
+use crate::config::Activation;
+
+/// Shape of one block, derived from a tower config.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockConfig {
+    /// Model width `d`.
+    pub width: usize,
+    /// Attention heads; divides `width`.
+    pub heads: usize,
+    /// MLP hidden size.
+    pub mlp_dim: usize,
+    /// MLP non-linearity.
+    pub activation: Activation,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+    /// Blocks in the tower, for OpenCLIP's depth-scaled init of the output projections.
+    pub depth: usize,
+}
+
+/// Multi-head self-attention with separate q/k/v projections (the HF layout; OpenCLIP's fused
+/// `in_proj_weight` is split on import).
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Query projection, `[d, d]` with bias.
+    pub q: Linear,
+    /// Key projection.
+    pub k: Linear,
+    /// Value projection.
+    pub v: Linear,
+    /// Output projection.
+    pub out: Linear,
+    heads: usize,
+}
+
+/// The block's MLP: `fc2(act(fc1(x)))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// `[d, mlp_dim]` with bias.
+    pub fc1: Linear,
+    /// `[mlp_dim, d]` with bias.
+    pub fc2: Linear,
+    #[module(skip)]
+    activation: Activation,
+}
+
+/// A pre-norm residual attention block.
+#[derive(Module, Debug)]
+pub struct Block {
+    /// Norm before attention.
+    pub ln_1: LayerNorm,
+    /// Self-attention.
+    pub attn: Attention,
+    /// Norm before the MLP.
+    pub ln_2: LayerNorm,
+    /// The MLP.
+    pub mlp: Mlp,
+}
+
+fn normal(std: f64) -> Initializer {
+    Initializer::Normal { mean: 0.0, std }
+}
+
+impl BlockConfig {
+    /// A block with OpenCLIP's init (open_clip transformer.py@v3.3.0 `TextTransformer.init_parameters`):
+    /// attention std `d^-0.5`, output projections `d^-0.5 * (2 * depth)^-0.5`, `fc1` `(2d)^-0.5`.
+    pub fn init(&self, device: &Device) -> Block {
+        let d = self.width as f64;
+        let attn_std = d.powf(-0.5);
+        let proj_std = attn_std * (2.0 * self.depth as f64).powf(-0.5);
+        let fc_std = (2.0 * d).powf(-0.5);
+        let linear = |d_in: usize, d_out: usize, std: f64| {
+            let mut layer = LinearConfig::new(d_in, d_out)
+                .with_initializer(normal(std))
+                .init(device);
+            // Biases start at zero, as torch's MultiheadAttention and OpenCLIP leave them.
+            layer.bias = layer.bias.map(|b| b.map(|t| t.zeros_like()));
+            layer
+        };
+        let ln = || {
+            LayerNormConfig::new(self.width)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device)
+        };
+        Block {
+            ln_1: ln(),
+            attn: Attention {
+                q: linear(self.width, self.width, attn_std),
+                k: linear(self.width, self.width, attn_std),
+                v: linear(self.width, self.width, attn_std),
+                out: linear(self.width, self.width, proj_std),
+                heads: self.heads,
+            },
+            ln_2: ln(),
+            mlp: Mlp {
+                fc1: linear(self.width, self.mlp_dim, fc_std),
+                fc2: linear(self.mlp_dim, self.width, proj_std),
+                activation: self.activation,
+            },
+        }
+    }
+}
+
+impl Attention {
+    /// Scaled dot-product self-attention with scale `1/sqrt(d/heads)`.
+    ///
+    /// `x`: `[b, t, d]` -> `[b, t, d]`. `causal` masks every key after its query.
+    pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
+        let [b, t, d] = x.dims();
+        let head_dim = d / self.heads;
+        let split = |y: Tensor<3>| y.reshape([b, t, self.heads, head_dim]).swap_dims(1, 2);
+        let q = split(self.q.forward(x.clone()));
+        let k = split(self.k.forward(x.clone()));
+        let v = split(self.v.forward(x));
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: causal,
+        };
+        let context = attention(q, k, v, None, None, options);
+        self.out.forward(context.swap_dims(1, 2).reshape([b, t, d]))
+    }
+}
+
+impl Mlp {
+    /// `x`: `[b, t, d]` -> `[b, t, d]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let h = self.fc1.forward(x);
+        let h = match self.activation {
+            Activation::Gelu => gelu(h),
+            // OpenAI CLIP model.py: x * sigmoid(1.702 * x).
+            Activation::QuickGelu => h.clone() * sigmoid(h * 1.702),
+        };
+        self.fc2.forward(h)
+    }
+}
+
+impl Block {
+    /// `x`: `[b, t, d]` -> `[b, t, d]`.
+    pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), causal);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}

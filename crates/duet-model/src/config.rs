@@ -1,0 +1,212 @@
+//! `ClipConfig`: the shape of a CLIP dual encoder, independent of any weight format.
+//!
+//! The field names follow OpenCLIP's model-config JSON where one exists; `openclip` and `hf`
+//! translate their formats to and from this type.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ModelError;
+
+/// OpenAI's image normalisation mean, used by every OpenAI/LAION CLIP.
+pub const OPENAI_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// OpenAI's image normalisation standard deviation.
+pub const OPENAI_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+/// CLIP's `logit_scale` init: ln(1 / 0.07) (Radford et al. 2021, sec. 2.5).
+pub const CLIP_LOGIT_SCALE_INIT: f64 = 2.659_260_036_932_778;
+/// The `<|endoftext|>` id of the CLIP BPE vocabulary; the text tower pools at its first position.
+pub const CLIP_EOT_ID: u32 = 49_407;
+
+/// The MLP non-linearity of a transformer block.
+///
+/// OpenAI's weights were trained with QuickGELU; LAION's HF exports use exact GELU. Using the
+/// wrong one silently costs accuracy (open_clip #771), so it is always explicit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// Exact GELU, `x * Φ(x)`.
+    Gelu,
+    /// `x * sigmoid(1.702 x)`.
+    QuickGelu,
+}
+
+/// The image tower: a ViT with a class token, pre-LN, pre-norm blocks and post-LN on the class token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VisionConfig {
+    /// Input side length in pixels (square images).
+    pub image_size: usize,
+    /// Patch side length; must divide `image_size`.
+    pub patch_size: usize,
+    /// Transformer width.
+    pub width: usize,
+    /// Number of residual blocks.
+    pub layers: usize,
+    /// Attention heads; must divide `width`.
+    pub heads: usize,
+    /// Hidden size of the MLP in each block.
+    pub mlp_dim: usize,
+    /// MLP non-linearity.
+    pub activation: Activation,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+    /// Per-channel normalisation mean the weights were trained with.
+    pub image_mean: [f32; 3],
+    /// Per-channel normalisation standard deviation.
+    pub image_std: [f32; 3],
+}
+
+/// The text tower: a causal transformer pooled at the first end-of-text token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextConfig {
+    /// Tokens per caption (77 for CLIP).
+    pub context_length: usize,
+    /// Vocabulary size (49,408 for the CLIP BPE).
+    pub vocab_size: usize,
+    /// Transformer width.
+    pub width: usize,
+    /// Number of residual blocks.
+    pub layers: usize,
+    /// Attention heads; must divide `width`.
+    pub heads: usize,
+    /// Hidden size of the MLP in each block.
+    pub mlp_dim: usize,
+    /// MLP non-linearity.
+    pub activation: Activation,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+    /// The token the tower pools at (its first occurrence in each row).
+    pub eot_token_id: u32,
+}
+
+/// A whole CLIP dual encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipConfig {
+    /// Size of the shared embedding space both projections map into.
+    pub embed_dim: usize,
+    /// The image tower.
+    pub vision: VisionConfig,
+    /// The text tower.
+    pub text: TextConfig,
+    /// Initial value of the learnable log temperature `logit_scale`.
+    pub logit_scale_init: f64,
+    /// Initial value of the learnable `logit_bias` (SigLIP: -10); `None` means the model has none.
+    pub logit_bias_init: Option<f64>,
+}
+
+impl VisionConfig {
+    /// Patches per side: `image_size / patch_size`.
+    pub fn grid_size(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    /// Tokens per image: one per patch plus the class token.
+    pub fn num_positions(&self) -> usize {
+        self.grid_size() * self.grid_size() + 1
+    }
+}
+
+impl ClipConfig {
+    /// Checks every constraint the model relies on; the error names the offending key.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let v = &self.vision;
+        let t = &self.text;
+        let positive = [
+            ("embed_dim", self.embed_dim),
+            ("vision_cfg.image_size", v.image_size),
+            ("vision_cfg.patch_size", v.patch_size),
+            ("vision_cfg.width", v.width),
+            ("vision_cfg.layers", v.layers),
+            ("vision_cfg.heads", v.heads),
+            ("vision_cfg.mlp_dim", v.mlp_dim),
+            ("text_cfg.context_length", t.context_length),
+            ("text_cfg.vocab_size", t.vocab_size),
+            ("text_cfg.width", t.width),
+            ("text_cfg.layers", t.layers),
+            ("text_cfg.heads", t.heads),
+            ("text_cfg.mlp_dim", t.mlp_dim),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ModelError::invalid(key, "must be positive, got 0"));
+            }
+        }
+        if v.image_size % v.patch_size != 0 {
+            return Err(ModelError::invalid(
+                "vision_cfg.image_size",
+                format!(
+                    "{} is not divisible by vision_cfg.patch_size {}",
+                    v.image_size, v.patch_size
+                ),
+            ));
+        }
+        for (key, width, heads) in [
+            ("vision_cfg.heads", v.width, v.heads),
+            ("text_cfg.heads", t.width, t.heads),
+        ] {
+            if width % heads != 0 {
+                return Err(ModelError::invalid(
+                    key,
+                    format!("{heads} does not divide the width {width}"),
+                ));
+            }
+        }
+        if t.eot_token_id as usize >= t.vocab_size {
+            return Err(ModelError::invalid(
+                "text_cfg.eot_token_id",
+                format!(
+                    "{} is outside the vocabulary of {} tokens",
+                    t.eot_token_id, t.vocab_size
+                ),
+            ));
+        }
+        if v.image_std.iter().any(|s| *s <= 0.0 || !s.is_finite()) {
+            return Err(ModelError::invalid(
+                "vision_cfg.image_std",
+                format!("{:?} must be positive and finite", v.image_std),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presets::preset;
+
+    #[test]
+    fn grid_and_positions() {
+        let cfg = preset("ViT-B-32").expect("bundled preset");
+        // 224 / 32 = 7 patches per side, 7 * 7 + 1 class token = 50 positions.
+        assert_eq!(cfg.vision.grid_size(), 7);
+        assert_eq!(cfg.vision.num_positions(), 50);
+    }
+
+    #[test]
+    fn indivisible_image_size_names_both_keys() {
+        let mut cfg = preset("tiny").expect("bundled preset");
+        cfg.vision.image_size = 30;
+        cfg.vision.patch_size = 8;
+        let err = cfg.validate().expect_err("30 % 8 != 0").to_string();
+        assert!(err.contains("vision_cfg.image_size"), "{err}");
+        assert!(
+            err.contains("30 is not divisible by vision_cfg.patch_size 8"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn heads_must_divide_width() {
+        let mut cfg = preset("tiny").expect("bundled preset");
+        cfg.text.heads = 5;
+        let err = cfg.validate().expect_err("5 does not divide").to_string();
+        assert!(err.contains("text_cfg.heads"), "{err}");
+    }
+
+    #[test]
+    fn zero_layers_rejected() {
+        let mut cfg = preset("tiny").expect("bundled preset");
+        cfg.vision.layers = 0;
+        let err = cfg.validate().expect_err("zero").to_string();
+        assert!(err.contains("vision_cfg.layers"), "{err}");
+    }
+}

@@ -1,0 +1,101 @@
+//! The ViT image tower.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::{Device, Tensor};
+
+use crate::block::{Block, BlockConfig};
+use crate::config::VisionConfig;
+
+/// ViT: conv patch embedding, class token, learned positions, pre-LN, pre-norm blocks,
+/// post-LN on the class token, projection without bias.
+#[derive(Module, Debug)]
+pub struct VisionTower {
+    /// `[width, 3, patch, patch]`, stride `patch`, no bias.
+    pub patch_embed: Conv2d,
+    /// `[width]`.
+    pub class_embedding: Param<Tensor<1>>,
+    /// `[grid * grid + 1, width]`.
+    pub position_embedding: Param<Tensor<2>>,
+    /// LayerNorm before the blocks (HF's `pre_layrnorm`).
+    pub ln_pre: LayerNorm,
+    /// The residual blocks.
+    pub blocks: Vec<Block>,
+    /// LayerNorm on the pooled class token.
+    pub ln_post: LayerNorm,
+    /// `[width, embed_dim]`, no bias.
+    pub proj: Linear,
+}
+
+impl VisionConfig {
+    /// A randomly initialised tower (OpenCLIP's init: embeddings and projection `width^-0.5`).
+    pub fn init(&self, embed_dim: usize, device: &Device) -> VisionTower {
+        let scale = (self.width as f64).powf(-0.5);
+        let normal = Initializer::Normal {
+            mean: 0.0,
+            std: scale,
+        };
+        let block = BlockConfig {
+            width: self.width,
+            heads: self.heads,
+            mlp_dim: self.mlp_dim,
+            activation: self.activation,
+            layer_norm_eps: self.layer_norm_eps,
+            depth: self.layers,
+        };
+        let ln = || {
+            LayerNormConfig::new(self.width)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device)
+        };
+        VisionTower {
+            patch_embed: Conv2dConfig::new([3, self.width], [self.patch_size; 2])
+                .with_stride([self.patch_size; 2])
+                .with_bias(false)
+                .init(device),
+            class_embedding: normal.init([self.width], device),
+            position_embedding: normal.init([self.num_positions(), self.width], device),
+            ln_pre: ln(),
+            blocks: (0..self.layers).map(|_| block.init(device)).collect(),
+            ln_post: ln(),
+            proj: LinearConfig::new(self.width, embed_dim)
+                .with_bias(false)
+                .with_initializer(normal.clone())
+                .init(device),
+        }
+    }
+}
+
+impl VisionTower {
+    /// The token sequence after the last block, before `ln_post`.
+    ///
+    /// `pixels`: `[b, 3, h, w]` normalised images -> `[b, 1 + (h/p)(w/p), width]`, class token first.
+    pub fn forward_hidden(&self, pixels: Tensor<4>) -> Tensor<3> {
+        let patches = self.patch_embed.forward(pixels);
+        let [b, width, gh, gw] = patches.dims();
+        let patches = patches.reshape([b, width, gh * gw]).swap_dims(1, 2);
+        let class = self
+            .class_embedding
+            .val()
+            .reshape([1, 1, width])
+            .expand([b, 1, width]);
+        let x = Tensor::cat(vec![class, patches], 1)
+            + self.position_embedding.val().unsqueeze_dim::<3>(0);
+        let mut x = self.ln_pre.forward(x);
+        for block in &self.blocks {
+            x = block.forward(x, false);
+        }
+        x
+    }
+
+    /// Projected image features, not normalised.
+    ///
+    /// `pixels`: `[b, 3, h, w]` -> `[b, embed_dim]`.
+    pub fn forward(&self, pixels: Tensor<4>) -> Tensor<2> {
+        let hidden = self.forward_hidden(pixels);
+        let [b, _, width] = hidden.dims();
+        let pooled = hidden.narrow(1, 0, 1).reshape([b, width]);
+        self.proj.forward(self.ln_post.forward(pooled))
+    }
+}
