@@ -10,7 +10,11 @@ use crate::ModelError;
 /// OpenAI's image normalisation mean, used by every OpenAI/LAION CLIP.
 pub const OPENAI_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI's image normalisation standard deviation.
-pub const OPENAI_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+#[allow(
+    clippy::excessive_precision,
+    reason = "the digits of open_clip constants.py, greppable; f32 drops the last"
+)]
+pub const OPENAI_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 /// CLIP's `logit_scale` init: ln(1 / 0.07) (Radford et al. 2021, sec. 2.5).
 pub const CLIP_LOGIT_SCALE_INIT: f64 = 2.659_260_036_932_778;
 /// The `<|endoftext|>` id of the CLIP BPE vocabulary; the text tower pools at its first position.
@@ -129,7 +133,7 @@ impl ClipConfig {
                 return Err(ModelError::invalid(key, "must be positive, got 0"));
             }
         }
-        if v.image_size % v.patch_size != 0 {
+        if !v.image_size.is_multiple_of(v.patch_size) {
             return Err(ModelError::invalid(
                 "vision_cfg.image_size",
                 format!(
@@ -142,7 +146,7 @@ impl ClipConfig {
             ("vision_cfg.heads", v.width, v.heads),
             ("text_cfg.heads", t.width, t.heads),
         ] {
-            if width % heads != 0 {
+            if !width.is_multiple_of(heads) {
                 return Err(ModelError::invalid(
                     key,
                     format!("{heads} does not divide the width {width}"),
@@ -170,7 +174,6 @@ impl ClipConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::presets::preset;
 
     #[test]

@@ -130,7 +130,7 @@ fn check_unsupported(section: &str, rest: &BTreeMap<String, Value>) -> Result<()
         let dotted = format!("{section}.{key}");
         if let Some((_, harmless)) = UNSUPPORTED.iter().find(|(k, _)| *k == dotted)
             && !value.is_null()
-            && value.to_string() != *harmless
+            && *value != serde_json::from_str::<Value>(harmless).unwrap_or(Value::Null)
         {
             return Err(ModelError::invalid(
                 dotted,
@@ -192,7 +192,7 @@ pub fn parse_openclip_config(json: &str, path: &Path) -> Result<ClipConfig, Mode
     check_unsupported("text_cfg", &oc.text_cfg.rest)?;
 
     let v = &oc.vision_cfg;
-    if v.head_width == 0 || v.width % v.head_width != 0 {
+    if v.head_width == 0 || !v.width.is_multiple_of(v.head_width) {
         return Err(ModelError::invalid(
             "vision_cfg.head_width",
             format!("{} does not divide the width {}", v.head_width, v.width),

@@ -14,6 +14,7 @@ pub fn fixtures() -> PathBuf {
 }
 
 /// One reference file, kept in memory.
+#[derive(Debug)]
 pub struct Reference {
     bytes: Vec<u8>,
 }

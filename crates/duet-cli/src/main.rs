@@ -1,0 +1,47 @@
+//! `duet`: contrastive image–text pretraining, fine-tuning and inference.
+
+mod backend;
+mod convert;
+mod embed;
+mod output;
+
+use anyhow::Result;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// Contrastive image–text models (CLIP) in Rust.
+#[derive(Debug, Parser)]
+#[command(name = "duet", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write L2-normalised image and text embeddings of a model.
+    Embed(embed::EmbedArgs),
+    /// Rewrite a model directory in another layout (e.g. OpenCLIP -> Hugging Face).
+    Convert(convert::ConvertArgs),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    match cli.command {
+        Command::Embed(args) => {
+            let sub = matches
+                .subcommand_matches("embed")
+                .ok_or_else(|| anyhow::anyhow!("embed arguments missing"))?;
+            embed::run(args, embed::input_order(sub))
+        }
+        Command::Convert(args) => convert::run(args),
+    }
+}
