@@ -181,25 +181,25 @@ fn npy_and_safetensors_outputs() {
 }
 
 #[test]
-fn converted_models_embed_the_same() {
+fn exported_models_embed_the_same() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hf = dir.path().join("hf");
     let duet_dir = dir.path().join("duet");
     let hf_str = hf.to_str().expect("utf-8 path");
     ok(&[
-        "convert",
+        "export",
         "--model",
         "tests/fixtures/clip-tiny/openclip",
-        "--to",
+        "--format",
         "hf",
         "--out",
         hf_str,
     ]);
     ok(&[
-        "convert",
+        "export",
         "--model",
         hf_str,
-        "--to",
+        "--format",
         "duet",
         "--out",
         duet_dir.to_str().expect("utf-8"),
@@ -220,11 +220,11 @@ fn converted_models_embed_the_same() {
         read_jsonl(&out)
     };
     let original = embed("tests/fixtures/clip-tiny/openclip", "a.jsonl");
-    for converted in [
+    for exported in [
         embed(hf_str, "b.jsonl"),
         embed(duet_dir.to_str().expect("utf-8"), "c.jsonl"),
     ] {
-        for (a, b) in original.iter().zip(&converted) {
+        for (a, b) in original.iter().zip(&exported) {
             assert_eq!(a.embedding, b.embedding, "{}", a.input);
         }
     }

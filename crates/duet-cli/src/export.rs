@@ -1,4 +1,4 @@
-//! `duet convert`: read a model directory of any known layout, write it in another.
+//! `duet export`: read a model directory of any known layout, write it in another.
 
 use std::path::PathBuf;
 
@@ -7,45 +7,45 @@ use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use duet_model::{load_model, save_duet, save_hf};
 
-/// Layouts `duet convert` writes.
+/// Layouts `duet export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Target {
+pub enum Format {
     /// `transformers.CLIPModel.from_pretrained` loads it.
     Hf,
     /// duet's own layout (`duet_model.json` + `model.safetensors`).
     Duet,
 }
 
-/// Arguments of `duet convert`.
+/// Arguments of `duet export`.
 #[derive(Debug, Args)]
-pub struct ConvertArgs {
+pub struct ExportArgs {
     /// Source model directory: Hugging Face, OpenCLIP or duet layout.
     #[arg(long)]
     model: PathBuf,
     /// Layout to write.
     #[arg(long)]
-    to: Target,
+    format: Format,
     /// Output directory (created if missing; files in it are replaced).
     #[arg(long)]
     out: PathBuf,
 }
 
-/// Runs `duet convert`.
-pub fn run(args: ConvertArgs) -> Result<()> {
+/// Runs `duet export`.
+pub fn run(args: ExportArgs) -> Result<()> {
     let device = Device::flex();
     let loaded = load_model(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
-    match args.to {
-        Target::Hf => save_hf(&loaded.model, &loaded.config, &args.out)?,
-        Target::Duet => {
+    match args.format {
+        Format::Hf => save_hf(&loaded.model, &loaded.config, &args.out)?,
+        Format::Duet => {
             save_duet(&loaded.model, &loaded.config, &args.out)?;
         }
     }
     tracing::info!(
         from = ?loaded.format,
-        to = ?args.to,
+        to = ?args.format,
         out = %args.out.display(),
-        "converted"
+        "exported"
     );
     Ok(())
 }

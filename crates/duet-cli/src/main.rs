@@ -1,8 +1,8 @@
 //! `duet`: contrastive image–text pretraining, fine-tuning and inference.
 
 mod backend;
-mod convert;
 mod embed;
+mod export;
 mod output;
 
 use anyhow::Result;
@@ -20,8 +20,8 @@ struct Cli {
 enum Command {
     /// Write L2-normalised image and text embeddings of a model.
     Embed(embed::EmbedArgs),
-    /// Rewrite a model directory in another layout (e.g. OpenCLIP -> Hugging Face).
-    Convert(convert::ConvertArgs),
+    /// Write a model directory in another layout (e.g. OpenCLIP -> Hugging Face).
+    Export(export::ExportArgs),
 }
 
 fn main() -> Result<()> {
@@ -42,6 +42,6 @@ fn main() -> Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("embed arguments missing"))?;
             embed::run(args, embed::input_order(sub))
         }
-        Command::Convert(args) => convert::run(args),
+        Command::Export(args) => export::run(args),
     }
 }
