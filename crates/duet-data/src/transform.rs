@@ -188,14 +188,27 @@ mod tests {
     use super::*;
     use crate::normalize::{OPENAI_MEAN, OPENAI_STD};
 
-    fn transform(image_size: u32, resize: ResizeMode) -> EvalTransform {
+    fn transform_with(image_size: u32, resize: ResizeMode, normalize: Normalize) -> EvalTransform {
         EvalTransformConfig {
             image_size,
             resize,
-            normalize: Normalize::default(),
+            normalize,
         }
         .init()
         .expect("valid config")
+    }
+
+    fn transform(image_size: u32, resize: ResizeMode) -> EvalTransform {
+        transform_with(image_size, resize, Normalize::default())
+    }
+
+    /// Outputs in 8-bit levels: mean 0, std 1/255, so `(v / 255 - 0) / (1 / 255) = v`.
+    fn levels(image_size: u32, resize: ResizeMode) -> EvalTransform {
+        let unit = Normalize {
+            mean: [0.0; 3],
+            std: [1.0 / 255.0; 3],
+        };
+        transform_with(image_size, resize, unit)
     }
 
     #[test]
@@ -243,18 +256,7 @@ mod tests {
             let v = (10 * x + y) as u8;
             Rgb([v, v, v])
         });
-        let unit = Normalize {
-            mean: [0.0; 3],
-            std: [1.0 / 255.0; 3],
-        };
-        let config = EvalTransformConfig {
-            image_size: 2,
-            resize: ResizeMode::Shortest,
-            normalize: unit,
-        };
-        let out = config
-            .init()
-            .expect("valid")
+        let out = levels(2, ResizeMode::Shortest)
             .apply(&image)
             .expect("applies");
         let want = [0.0, 10.0, 1.0, 11.0];
@@ -268,18 +270,7 @@ mod tests {
         // Left half black, right half white, 8x4 -> 4x2 (Squash): the edge straddles the middle,
         // columns mirror each other: v(x) + v(3 - x) = 255 within a level.
         let image = RgbImage::from_fn(8, 4, |x, _| if x < 4 { Rgb([0; 3]) } else { Rgb([255; 3]) });
-        let unit = Normalize {
-            mean: [0.0; 3],
-            std: [1.0 / 255.0; 3],
-        };
-        let config = EvalTransformConfig {
-            image_size: 4,
-            resize: ResizeMode::Squash,
-            normalize: unit,
-        };
-        let out = config
-            .init()
-            .expect("valid")
+        let out = levels(4, ResizeMode::Squash)
             .apply(&image)
             .expect("applies");
         let row: Vec<f32> = out[..4].to_vec();

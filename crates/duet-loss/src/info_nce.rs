@@ -81,21 +81,7 @@ mod tests {
 
     use super::*;
     use crate::Gathered;
-    use crate::test_util::{assert_close, device, rows, scalar, value};
-
-    /// Four pairs in 3-d, not normalised, not orthogonal. Also used by the OpenCLIP parity test.
-    const IMAGE: [[f32; 3]; 4] = [
-        [0.3, -1.2, 0.8],
-        [1.5, 0.2, -0.4],
-        [-0.7, 0.9, 1.1],
-        [0.05, -0.3, -1.6],
-    ];
-    const TEXT: [[f32; 3]; 4] = [
-        [0.5, -0.9, 1.0],
-        [1.1, 0.6, -0.2],
-        [-0.4, 1.3, 0.7],
-        [0.2, 0.1, -1.2],
-    ];
+    use crate::test_util::{IMAGE, TEXT, assert_close, device, rows, scalar, value};
 
     fn loss(image: Tensor<2>, text: Tensor<2>, logit_scale: f32) -> f64 {
         let batch = ContrastiveBatch::new(image, text);

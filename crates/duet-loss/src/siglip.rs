@@ -85,21 +85,7 @@ mod tests {
 
     use super::*;
     use crate::Gathered;
-    use crate::test_util::{assert_close, rows, scalar, value};
-
-    /// The same four unnormalised pairs as the InfoNCE tests.
-    const IMAGE: [[f32; 3]; 4] = [
-        [0.3, -1.2, 0.8],
-        [1.5, 0.2, -0.4],
-        [-0.7, 0.9, 1.1],
-        [0.05, -0.3, -1.6],
-    ];
-    const TEXT: [[f32; 3]; 4] = [
-        [0.5, -0.9, 1.0],
-        [1.1, 0.6, -0.2],
-        [-0.4, 1.3, 0.7],
-        [0.2, 0.1, -1.2],
-    ];
+    use crate::test_util::{IMAGE, TEXT, assert_close, rows, scalar, value};
 
     fn loss(batch: ContrastiveBatch, logit_scale: f32, logit_bias: f32) -> f64 {
         value(siglip_loss(batch, scalar(logit_scale), scalar(logit_bias)).expect("valid batch"))

@@ -2,6 +2,22 @@
 
 use burn::tensor::{Device, Tensor};
 
+/// Four image features in 3-d, not normalised, not orthogonal: the batch both losses' tests and
+/// their OpenCLIP parity values use (paired row by row with [`TEXT`]).
+pub(crate) const IMAGE: [[f32; 3]; 4] = [
+    [0.3, -1.2, 0.8],
+    [1.5, 0.2, -0.4],
+    [-0.7, 0.9, 1.1],
+    [0.05, -0.3, -1.6],
+];
+/// The text features paired with [`IMAGE`].
+pub(crate) const TEXT: [[f32; 3]; 4] = [
+    [0.5, -0.9, 1.0],
+    [1.1, 0.6, -0.2],
+    [-0.4, 1.3, 0.7],
+    [0.2, 0.1, -1.2],
+];
+
 pub(crate) fn device() -> Device {
     Device::flex()
 }
