@@ -11,6 +11,10 @@ pub mod batch;
 pub mod decode;
 mod error;
 pub mod normalize;
+pub mod reader;
+mod sample;
+mod skip;
+pub mod source;
 pub mod tokenize;
 pub mod transform;
 
@@ -20,5 +24,9 @@ pub use error::DataError;
 /// The decoded image type ([`image::RgbImage`]), re-exported so callers need no `image` dependency.
 pub use image::RgbImage;
 pub use normalize::{Normalize, OPENAI_MEAN, OPENAI_STD};
+pub use reader::{ReadEvent, ShardReader};
+pub use sample::{FieldSelector, RawSample, SampleRef, TextField};
+pub use skip::{SkipCounts, SkipReason};
+pub use source::ShardStore;
 pub use tokenize::{ClipTokenizer, PadToken, TokenizerConfig};
 pub use transform::{EvalTransform, EvalTransformConfig, ResizeMode};

@@ -1,0 +1,110 @@
+//! Why a sample or a shard was skipped, and the per-reason counters a run reports.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Every reason the loader drops data. The run goes on; the counts are reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// A shard could not be opened (missing file, HTTP error, S3 error, failed `pipe:`).
+    ShardUnreachable,
+    /// A tar ended in the middle of a member, or a stream broke while reading.
+    ShardTruncated,
+    /// A shard is not a readable tar/parquet/CSV (bad header, bad footer, bad row group).
+    ShardCorrupt,
+    /// The sample has no image field.
+    MissingImage,
+    /// The sample has no caption field (or the JSON key is absent).
+    MissingCaption,
+    /// The caption is not valid UTF-8.
+    CaptionNotUtf8,
+    /// The image field is empty (0 bytes).
+    EmptyImage,
+    /// The image bytes are not a decodable JPEG/PNG/WebP (e.g. HTML saved as `.jpg`, truncated).
+    UndecodableImage,
+    /// The image header announces more pixels than the limit (decompression bombs).
+    ImageTooLarge,
+    /// A key seen again within a shard; the later sample is dropped.
+    DuplicateKey,
+}
+
+impl SkipReason {
+    /// Stable snake_case name, as in `duet shards inspect --json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ShardUnreachable => "shard_unreachable",
+            Self::ShardTruncated => "shard_truncated",
+            Self::ShardCorrupt => "shard_corrupt",
+            Self::MissingImage => "missing_image",
+            Self::MissingCaption => "missing_caption",
+            Self::CaptionNotUtf8 => "caption_not_utf8",
+            Self::EmptyImage => "empty_image",
+            Self::UndecodableImage => "undecodable_image",
+            Self::ImageTooLarge => "image_too_large",
+            Self::DuplicateKey => "duplicate_key",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Counts of skipped samples and shards by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkipCounts(BTreeMap<SkipReason, u64>);
+
+impl SkipCounts {
+    /// Adds one occurrence of `reason`.
+    pub fn add(&mut self, reason: SkipReason) {
+        *self.0.entry(reason).or_default() += 1;
+    }
+
+    /// Adds every count of `other`.
+    pub fn merge(&mut self, other: &SkipCounts) {
+        for (reason, n) in &other.0 {
+            *self.0.entry(*reason).or_default() += n;
+        }
+    }
+
+    /// The count of one reason.
+    pub fn get(&self, reason: SkipReason) -> u64 {
+        self.0.get(&reason).copied().unwrap_or(0)
+    }
+
+    /// The total over all reasons.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// `(reason name, count)` for every reason seen, in a stable order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.0.iter().map(|(r, n)| (r.name(), *n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_and_merge() {
+        let mut a = SkipCounts::default();
+        a.add(SkipReason::EmptyImage);
+        a.add(SkipReason::EmptyImage);
+        let mut b = SkipCounts::default();
+        b.add(SkipReason::DuplicateKey);
+        a.merge(&b);
+        // 2 empty + 1 duplicate.
+        assert_eq!(a.get(SkipReason::EmptyImage), 2);
+        assert_eq!(a.total(), 3);
+        let names: Vec<_> = a.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["empty_image", "duplicate_key"]);
+    }
+}

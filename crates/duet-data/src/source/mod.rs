@@ -1,0 +1,22 @@
+//! Where shard bytes come from: local files, `http(s)://`, `s3://`, `pipe:<command>`, or memory.
+//!
+//! A [`ShardStore`] opens a shard URL as a stream (tar, CSV: read front to back, never whole
+//! into memory) or reads byte ranges of it (parquet: footer first, then row groups).
+
+use std::fmt::Debug;
+use std::io::Read;
+use std::ops::Range;
+
+use crate::DataError;
+
+/// A source of shard bytes, addressed by URL as it appears in a shard spec.
+pub trait ShardStore: Send + Sync + Debug {
+    /// Opens `url` for sequential reading.
+    fn open(&self, url: &str) -> Result<Box<dyn Read + Send>, DataError>;
+
+    /// The size of `url` in bytes (needed by range readers).
+    fn size(&self, url: &str) -> Result<u64, DataError>;
+
+    /// Bytes `range` of `url`.
+    fn read_range(&self, url: &str, range: Range<u64>) -> Result<Vec<u8>, DataError>;
+}
