@@ -119,4 +119,25 @@ pub enum DataError {
         /// Values the item has.
         actual: usize,
     },
+
+    /// A sample a resume cursor points at could not be read again (its shard changed or vanished).
+    #[error(
+        "cannot resume exactly: sample {index} of shard {shard} is no longer readable \
+         (was the shard changed or removed since the checkpoint?)"
+    )]
+    ResumeSampleMissing {
+        /// The shard URL.
+        shard: String,
+        /// The sample position within it.
+        index: u64,
+    },
+
+    /// A worker thread could not be started.
+    #[error("cannot start a {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }

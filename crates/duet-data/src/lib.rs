@@ -11,6 +11,7 @@ pub mod batch;
 pub mod decode;
 mod error;
 pub mod normalize;
+pub mod pipeline;
 pub mod reader;
 mod sample;
 mod skip;
