@@ -13,9 +13,9 @@
 //! premultiplied alpha and palette images with nearest neighbour; we follow the shard path.
 //!
 //! JPEGs are decoded by libjpeg-turbo's decoder, as in PIL, so their pixels equal PIL's
-//! ([`jpeg`]); PNG and WebP by the `image` crate. Known difference: 16-bit images are scaled to
-//! 8 bits by the `image` crate (`v / 257`, rounded), where PIL takes other paths; web caption
-//! data is 8-bit.
+//! (`decode/jpeg.rs`); PNG and WebP by the `image` crate. Known difference: 16-bit images are
+//! scaled to 8 bits by the `image` crate (`v / 257`, rounded), where PIL takes other paths; web
+//! caption data is 8-bit.
 
 mod jpeg;
 
