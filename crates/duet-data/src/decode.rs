@@ -7,15 +7,17 @@
 //! - alpha is dropped, not composited onto a background (PIL's `convert("RGB")` does that);
 //! - palettes are expanded;
 //! - EXIF orientation is not applied (PIL's `open` does not either);
-//! - CMYK JPEGs are converted by the JPEG decoder.
+//! - CMYK JPEGs are inverted (Adobe convention) and converted with PIL's formula.
 //!
 //! OpenCLIP's `CsvDataset` instead converts after the resize, where PIL resizes RGBA with
 //! premultiplied alpha and palette images with nearest neighbour; we follow the shard path.
 //!
-//! Known differences: JPEGs are decoded by zune-jpeg, not libjpeg-turbo; on 4:2:0
-//! (chroma-subsampled) JPEGs pixels move by up to 4 levels (see `tests/preprocess_parity.rs`).
-//! 16-bit images are scaled to 8 bits by the `image` crate (`v / 257`, rounded), where PIL takes
-//! other paths; web caption data is 8-bit.
+//! JPEGs are decoded by libjpeg-turbo's decoder, as in PIL, so their pixels equal PIL's
+//! (`decode/jpeg.rs`); PNG and WebP by the `image` crate. Known difference: 16-bit images are
+//! scaled to 8 bits by the `image` crate (`v / 257`, rounded), where PIL takes other paths; web
+//! caption data is 8-bit.
+
+mod jpeg;
 
 use std::io::Cursor;
 
@@ -55,6 +57,9 @@ pub fn decode_rgb8(
     origin: &str,
     config: &DecodeConfig,
 ) -> Result<RgbImage, DataError> {
+    if jpeg::is_jpeg(bytes) {
+        return jpeg::decode(bytes, origin, config);
+    }
     let decode_error = |source| DataError::ImageDecode {
         origin: origin.to_owned(),
         source,
@@ -141,6 +146,74 @@ mod tests {
         let Rgb([r, g, b]) = *rgb.get_pixel(8, 8);
         // JPEG is lossy; a flat block survives within a few levels.
         assert!(r.abs_diff(120) <= 3 && g.abs_diff(60) <= 3 && b.abs_diff(200) <= 3);
+    }
+
+    /// A 4:2:0 JPEG of smooth colour ramps, as the `image` crate encodes RGB.
+    fn ramp_jpeg() -> Vec<u8> {
+        let ramp = RgbImage::from_fn(48, 32, |x, y| Rgb([(x * 5) as u8, (y * 7) as u8, 90]));
+        encode(ramp, ImageFormat::Jpeg)
+    }
+
+    #[test]
+    fn grey_jpeg_is_replicated() {
+        let grey = image::GrayImage::from_fn(16, 8, |x, _| Luma([(x * 16) as u8]));
+        let rgb = decode(&encode(grey, ImageFormat::Jpeg)).expect("decodes");
+        assert_eq!(rgb.dimensions(), (16, 8));
+        assert!(rgb.pixels().all(|Rgb([r, g, b])| r == g && g == b));
+    }
+
+    #[test]
+    fn jpeg_pixel_limit_is_checked_before_decoding() {
+        let config = DecodeConfig {
+            max_pixels: 48 * 32 - 1,
+        };
+        let err = decode_rgb8(&ramp_jpeg(), "000000017.jpg", &config).expect_err("too big");
+        assert!(
+            matches!(
+                err,
+                DataError::TooManyPixels {
+                    width: 48,
+                    height: 32,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn truncated_jpeg_is_a_decode_error_naming_the_sample() {
+        // PIL refuses these ("image file is truncated"), also when only the EOI marker is
+        // missing; libjpeg alone would fill the rest with grey.
+        let bytes = ramp_jpeg();
+        for cut in [bytes.len() / 2, bytes.len() - 2] {
+            let err = decode(&bytes[..cut]).expect_err("truncated");
+            assert!(matches!(err, DataError::ImageDecode { .. }), "{err:?}");
+            assert!(err.to_string().contains("sample-000042.png"), "{err}");
+        }
+    }
+
+    #[test]
+    fn corrupt_jpeg_header_is_a_decode_error_not_a_panic() {
+        let mut bytes = ramp_jpeg();
+        // SOI, then garbage where the first marker segment should be.
+        bytes.truncate(4);
+        bytes.extend_from_slice(&[0x00; 64]);
+        let err = decode(&bytes).expect_err("corrupt");
+        assert!(matches!(err, DataError::ImageDecode { .. }), "{err:?}");
+        assert!(err.to_string().contains("libjpeg"), "{err}");
+    }
+
+    #[test]
+    fn bytes_after_the_jpeg_end_are_ignored() {
+        // As in PIL: decoding stops at the EOI marker.
+        let bytes = ramp_jpeg();
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(b"trailing junk");
+        assert_eq!(
+            decode(&padded).expect("decodes"),
+            decode(&bytes).expect("decodes")
+        );
     }
 
     #[test]
