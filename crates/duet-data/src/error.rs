@@ -140,4 +140,169 @@ pub enum DataError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A shard spec is empty: no source, or an empty source between `::` separators.
+    #[error("empty shard spec {spec:?}: {reason}")]
+    EmptySpec {
+        /// The spec as given.
+        spec: String,
+        /// Which part is empty.
+        reason: String,
+    },
+
+    /// A shard spec cannot be expanded (unbalanced braces, a range too large, …).
+    #[error("invalid shard spec {spec:?}: {reason}")]
+    SpecSyntax {
+        /// The source pattern that failed.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The upsampling factors do not match the `::`-separated sources one to one.
+    #[error(
+        "shard spec has {sources} source(s) separated by `::` but upsampling factors \
+         {factors:?} give {weights} weight(s)"
+    )]
+    UpsamplingMismatch {
+        /// Number of sources in the spec.
+        sources: usize,
+        /// Number of weights in `factors`.
+        weights: usize,
+        /// The upsampling string as given.
+        factors: String,
+    },
+
+    /// An upsampling factor is not a positive finite number.
+    #[error("upsampling factor {value:?} in {factors:?} is not a positive finite number")]
+    UpsamplingFactor {
+        /// The offending factor.
+        value: String,
+        /// The upsampling string as given.
+        factors: String,
+    },
+
+    /// A glob pattern is malformed.
+    #[error("invalid glob pattern {pattern:?}: {source}")]
+    GlobPattern {
+        /// The pattern.
+        pattern: String,
+        /// The error from the `glob` crate.
+        source: glob::PatternError,
+    },
+
+    /// A path matched by a glob could not be read (e.g. permission denied on a directory).
+    #[error("cannot list files for glob pattern {pattern:?}: {source}")]
+    GlobRead {
+        /// The pattern.
+        pattern: String,
+        /// The error from the `glob` crate (it names the path).
+        source: glob::GlobError,
+    },
+
+    /// A glob pattern matched no file: never a silent empty dataset.
+    #[error("glob pattern {pattern:?} matches no file")]
+    GlobNoMatch {
+        /// The pattern.
+        pattern: String,
+    },
+
+    /// A shard URL is malformed or uses a scheme no store serves.
+    #[error("shard URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The shard does not exist (missing file, HTTP 404, S3 `NoSuchKey`).
+    #[error("shard {url}: not found")]
+    ShardNotFound {
+        /// The URL.
+        url: String,
+    },
+
+    /// A local or in-memory shard could not be read.
+    #[error("shard {url}: cannot {op}: {source}")]
+    ShardIo {
+        /// The URL.
+        url: String,
+        /// What was attempted: `open`, `stat`, `read range`, …
+        op: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+
+    /// A byte range outside the shard, or reversed.
+    #[error("shard {url}: byte range {start}..{end} is invalid for a shard of {size} bytes")]
+    InvalidRange {
+        /// The URL.
+        url: String,
+        /// Range start.
+        start: u64,
+        /// Range end (exclusive).
+        end: u64,
+        /// The shard size.
+        size: u64,
+    },
+
+    /// An HTTP or S3 request failed; the message carries the HTTP status and the S3 error code.
+    #[error("shard {url}: {op} failed: {source}")]
+    ObjectStore {
+        /// The URL.
+        url: String,
+        /// What was attempted: `GET`, `HEAD`, `ranged GET`, `read`.
+        op: &'static str,
+        /// The error from `object_store`.
+        source: object_store::Error,
+    },
+
+    /// An HTTP or S3 client could not be configured (bad endpoint, bad option, no runtime).
+    #[error("cannot set up a client for {target}: {reason}")]
+    StoreConfig {
+        /// The bucket (`s3://bucket`) or host (`https://host`) the client was for.
+        target: String,
+        /// What failed.
+        reason: String,
+    },
+
+    /// The store cannot do this operation on this kind of URL (`pipe:` has no size or ranges).
+    #[error("shard {url}: {op} is not supported by the {store} store")]
+    Unsupported {
+        /// The URL.
+        url: String,
+        /// The operation: `size`, `read_range`.
+        op: &'static str,
+        /// The store, e.g. `pipe:`.
+        store: &'static str,
+    },
+
+    /// The command of a `pipe:` URL could not be started.
+    #[error("cannot start `pipe:{command}`: {source}")]
+    PipeSpawn {
+        /// The command after `pipe:`.
+        command: String,
+        /// The I/O error from spawning `sh -c`.
+        source: std::io::Error,
+    },
+
+    /// The command of a `pipe:` URL exited unsuccessfully.
+    #[error("`pipe:{command}` failed ({status}); stderr: {stderr_tail:?}")]
+    PipeFailed {
+        /// The command after `pipe:`.
+        command: String,
+        /// The exit status, e.g. `exit status: 3` or `signal: 9 (SIGKILL)`.
+        status: String,
+        /// The last few KiB of its standard error.
+        stderr_tail: String,
+    },
+
+    /// A `sizes.json` or `*_stats.json` beside the shards is not what OpenCLIP/img2dataset write.
+    #[error("sample counts {url}: {reason}")]
+    SampleCounts {
+        /// The counts file.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }

@@ -1,6 +1,8 @@
 //! The data side of duet: text and image samples in, model-ready tensors out.
 //!
 //! Stages, in pipeline order:
+//! - [`spec`]: shard specs (`{00000..00099}.tar::other/*.tar`) to shard URLs ([`parse_spec`]);
+//! - [`source`]: shard bytes from files, HTTP, S3, `pipe:` commands or memory ([`Stores`]);
 //! - [`tokenize`]: CLIP byte-level BPE into fixed-length id rows ([`ClipTokenizer`]);
 //! - [`decode`]: image bytes into 8-bit RGB as PIL's `convert("RGB")` gives them ([`decode_rgb8`]);
 //! - [`transform`]: OpenCLIP's eval transform, resize + center crop ([`EvalTransform`]);
@@ -16,6 +18,7 @@ pub mod reader;
 mod sample;
 mod skip;
 pub mod source;
+pub mod spec;
 pub mod tokenize;
 pub mod transform;
 
@@ -28,6 +31,7 @@ pub use normalize::{Normalize, OPENAI_MEAN, OPENAI_STD};
 pub use reader::{ReadEvent, ShardReader};
 pub use sample::{FieldSelector, RawSample, SampleRef, TextField};
 pub use skip::{SkipCounts, SkipReason};
-pub use source::ShardStore;
+pub use source::{LocalStore, MemoryStore, ObjectStores, PipeStore, S3Config, ShardStore, Stores};
+pub use spec::{SampleCounts, ShardSource, ShardSpec, parse_spec, sample_count_hint};
 pub use tokenize::{ClipTokenizer, PadToken, TokenizerConfig};
 pub use transform::{EvalTransform, EvalTransformConfig, ResizeMode};
