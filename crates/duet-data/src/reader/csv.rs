@@ -2,8 +2,8 @@
 //! column and a caption column.
 //!
 //! Each row becomes a sample keyed by its row number (0-based, header excluded, which is also
-//! its position) with two fields: [`IMAGE_FIELD`](super::IMAGE_FIELD) (the image file's bytes)
-//! and [`CAPTION_FIELD`](super::CAPTION_FIELD) (the caption cell, raw bytes; UTF-8 is checked
+//! its position) with two fields: [`IMAGE_FIELD`] (the image file's bytes)
+//! and [`CAPTION_FIELD`] (the caption cell, raw bytes; UTF-8 is checked
 //! downstream). Image paths are read through the same store as the table: relative paths are
 //! resolved against the table's directory, absolute paths and URLs are used as they are.
 //! (OpenCLIP's `CsvDataset` opens paths relative to the working directory; resolving against

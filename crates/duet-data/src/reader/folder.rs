@@ -4,7 +4,7 @@
 //! `.png`, `.webp`, any case) are found recursively and read in byte order of their relative
 //! paths, which fixes positions for a resume cursor. A sample's key is the relative path without
 //! the extension (`cats/a`); its fields are the lowercased image extension (`jpg`) and
-//! [`CAPTION_FIELD`](super::CAPTION_FIELD) (`txt`), as an untarred webdataset shard would give,
+//! [`CAPTION_FIELD`] (`txt`), as an untarred webdataset shard would give,
 //! so the default `FieldSelector` applies.
 //!
 //! A [`ShardStore`] cannot list a directory, so this reader works on the local file system

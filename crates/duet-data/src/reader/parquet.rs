@@ -8,7 +8,7 @@
 //! column chunks and its samples. Row groups wholly before `skip` are not fetched.
 //!
 //! Each row becomes a sample keyed by its row number in the file (also its position), with
-//! [`IMAGE_FIELD`](super::IMAGE_FIELD) and [`CAPTION_FIELD`](super::CAPTION_FIELD); a null cell
+//! [`IMAGE_FIELD`] and [`CAPTION_FIELD`]; a null cell
 //! leaves its field out, for the pipeline's `FieldSelector` to report as a missing image or
 //! caption. A bad footer or magic, a missing column, or a row group that does not decode fails
 //! the shard with [`SkipReason::ShardCorrupt`], after the samples of the row groups before it.

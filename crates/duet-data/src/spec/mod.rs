@@ -1,7 +1,7 @@
 //! Shard specs as OpenCLIP's `--train-data` takes them, expanded to shard URLs.
 //!
 //! A spec is one or more **sources** separated by `::`, each a pattern expanded with Python
-//! `braceexpand` rules ([`brace`]), then, for local paths holding `*`, `?` or `[`, a glob
+//! `braceexpand` rules (module `brace`), then, for local paths holding `*`, `?` or `[`, a glob
 //! (sorted). `--train-data-upsampling-factors` gives one weight per source (`"1::2"`).
 //!
 //! ```
