@@ -78,6 +78,18 @@ pub fn decode_rgb8(
 
     let decoder = reader.into_decoder().map_err(decode_error)?;
     let (width, height) = decoder.dimensions();
+    check_pixels(width, height, origin, config)?;
+    let image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    Ok(image.into_rgb8())
+}
+
+/// Refuses an image whose header announces more than `config.max_pixels` pixels.
+fn check_pixels(
+    width: u32,
+    height: u32,
+    origin: &str,
+    config: &DecodeConfig,
+) -> Result<(), DataError> {
     if u64::from(width) * u64::from(height) > config.max_pixels {
         return Err(DataError::TooManyPixels {
             origin: origin.to_owned(),
@@ -86,8 +98,7 @@ pub fn decode_rgb8(
             max_pixels: config.max_pixels,
         });
     }
-    let image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
-    Ok(image.into_rgb8())
+    Ok(())
 }
 
 #[cfg(test)]

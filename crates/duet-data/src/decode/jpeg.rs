@@ -69,14 +69,7 @@ fn decode_unwinding(
     // JDIMENSION is 32 bits, so header dimensions always fit.
     let width = u32::try_from(decompress.width()).unwrap_or(u32::MAX);
     let height = u32::try_from(decompress.height()).unwrap_or(u32::MAX);
-    if u64::from(width) * u64::from(height) > config.max_pixels {
-        return Err(DataError::TooManyPixels {
-            origin: origin.to_owned(),
-            width,
-            height,
-            max_pixels: config.max_pixels,
-        });
-    }
+    super::check_pixels(width, height, origin, config)?;
     // libjpeg's defaults, which PIL keeps; set anyway so a changed default cannot move pixels.
     decompress.dct_method(DctMethod::IntegerSlow);
     decompress.do_fancy_upsampling(true);
