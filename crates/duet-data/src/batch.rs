@@ -3,6 +3,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::DataError;
+use crate::pipeline::Batch;
 
 /// Stacks `[3, image_size, image_size]` CHW buffers (from
 /// [`EvalTransform::apply`](crate::EvalTransform::apply)) into a `[B, 3, image_size, image_size]`
@@ -30,6 +31,21 @@ pub fn tokens_to_tensor(
     let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
     let shape = [rows.len(), context_length];
     Ok(Tensor::from_data(TensorData::new(ids, shape), device))
+}
+
+impl Batch {
+    /// The images as a `[B, 3, image_size, image_size]` float tensor on `device`.
+    pub fn images_tensor(&self, device: &Device) -> Tensor<4> {
+        let shape = [self.len(), 3, self.image_size, self.image_size];
+        Tensor::from_data(TensorData::new(self.images.clone(), shape), device)
+    }
+
+    /// The token ids as a `[B, context_length]` int tensor on `device`.
+    pub fn tokens_tensor(&self, device: &Device) -> Tensor<2, Int> {
+        let ids: Vec<i64> = self.tokens.iter().map(|&id| i64::from(id)).collect();
+        let shape = [self.len(), self.context_length];
+        Tensor::from_data(TensorData::new(ids, shape), device)
+    }
 }
 
 fn concat_checked<T: Copy>(items: &[Vec<T>], per_item: usize) -> Result<Vec<T>, DataError> {

@@ -132,6 +132,25 @@ pub enum DataError {
         index: u64,
     },
 
+    /// The data gives nothing to train on: every shard failed, every sample was skipped, or an
+    /// epoch holds fewer good samples than one batch.
+    #[error("no usable samples: {reason}; skipped so far: {skipped}")]
+    NoSamples {
+        /// What was observed.
+        reason: String,
+        /// Skip counts by reason at that point.
+        skipped: crate::SkipCounts,
+    },
+
+    /// A shard's format cannot be told from its name.
+    #[error(
+        "{url}: unknown shard format; name shards .tar, .parquet, .csv or .tsv, or set the format"
+    )]
+    UnknownShardFormat {
+        /// The shard URL.
+        url: String,
+    },
+
     /// A worker thread could not be started.
     #[error("cannot start a {what} thread: {source}")]
     Thread {

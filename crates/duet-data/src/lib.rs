@@ -7,7 +7,9 @@
 //! - [`decode`]: image bytes into 8-bit RGB as PIL's `convert("RGB")` gives them ([`decode_rgb8`]);
 //! - [`transform`]: OpenCLIP's eval transform, resize + center crop ([`EvalTransform`]);
 //! - [`normalize`]: mean/std normalisation into CHW floats ([`Normalize`]);
-//! - [`batch`]: stacking into burn tensors ([`images_to_tensor`], [`tokens_to_tensor`]).
+//! - [`batch`]: stacking into burn tensors ([`images_to_tensor`], [`tokens_to_tensor`]);
+//! - [`pipeline`]: all of the above on a stream of shards, in parallel, shuffled and exactly
+//!   resumable ([`Loader`], [`LoaderCursor`]).
 
 pub mod batch;
 pub mod decode;
@@ -28,10 +30,16 @@ pub use error::DataError;
 /// The decoded image type ([`image::RgbImage`]), re-exported so callers need no `image` dependency.
 pub use image::RgbImage;
 pub use normalize::{Normalize, OPENAI_MEAN, OPENAI_STD};
-pub use reader::{ReadEvent, ShardReader};
-pub use sample::{FieldSelector, RawSample, SampleRef, TextField};
+pub use pipeline::{
+    Batch, Loader, LoaderConfig, LoaderCursor, LoaderSource, Sampling, WeightedShard,
+};
+pub use reader::{AutoReader, ReadEvent, ShardFormat, ShardReader};
+pub use sample::{FieldSelector, RawSample, SampleRef, Selected, TextField};
 pub use skip::{SkipCounts, SkipReason};
 pub use source::{LocalStore, MemoryStore, ObjectStores, PipeStore, S3Config, ShardStore, Stores};
 pub use spec::{SampleCounts, ShardSource, ShardSpec, parse_spec, sample_count_hint};
 pub use tokenize::{ClipTokenizer, PadToken, TokenizerConfig};
-pub use transform::{EvalTransform, EvalTransformConfig, ResizeMode};
+pub use transform::{
+    EvalTransform, EvalTransformConfig, ImageTransform, ImageTransformConfig, ResizeMode,
+    TrainTransform, TrainTransformConfig,
+};

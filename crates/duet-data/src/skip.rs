@@ -30,6 +30,8 @@ pub enum SkipReason {
     ImageTooLarge,
     /// A key seen again within a shard; the later sample is dropped.
     DuplicateKey,
+    /// The tokenizer failed on the caption.
+    UntokenizableCaption,
 }
 
 impl SkipReason {
@@ -46,6 +48,7 @@ impl SkipReason {
             Self::UndecodableImage => "undecodable_image",
             Self::ImageTooLarge => "image_too_large",
             Self::DuplicateKey => "duplicate_key",
+            Self::UntokenizableCaption => "untokenizable_caption",
         }
     }
 }
@@ -89,6 +92,37 @@ impl SkipCounts {
     }
 }
 
+/// Logs the `count`-th skip for `reason`, rate-limited: the first three of each reason, then
+/// the 10th, 100th, 1000th, … so that a shard of broken images cannot flood the log.
+pub(crate) fn log_skip(reason: SkipReason, count: u64, detail: &str) {
+    if count <= 3 || is_power_of_ten(count) {
+        tracing::warn!(%reason, count, "skipped: {detail}");
+    }
+}
+
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n == 1
+}
+
+impl fmt::Display for SkipCounts {
+    /// `shard_unreachable=2, undecodable_image=7`, or `none`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, (reason, n)) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{reason}={n}")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +140,15 @@ mod tests {
         assert_eq!(a.total(), 3);
         let names: Vec<_> = a.iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["empty_image", "duplicate_key"]);
+        assert_eq!(a.to_string(), "empty_image=2, duplicate_key=1");
+        assert_eq!(SkipCounts::default().to_string(), "none");
+    }
+
+    #[test]
+    fn log_rate_limit_keeps_powers_of_ten() {
+        let logged: Vec<u64> = (1..=1000)
+            .filter(|n| *n <= 3 || is_power_of_ten(*n))
+            .collect();
+        assert_eq!(logged, [1, 2, 3, 10, 100, 1000]);
     }
 }

@@ -4,8 +4,11 @@
 //! `transform.py`), i.e. torchvision `Resize(size, BICUBIC)` + `CenterCrop(size)` on a PIL image,
 //! then `ToTensor` + `Normalize`. PIL's bicubic is a convolution with the Catmull-Rom kernel
 //! (a = -0.5) widened by the scale factor on downscale (antialiasing); `fast_image_resize`'s
-//! `CatmullRom` convolution implements that same filter. The training transform
-//! (RandomResizedCrop) will be a sibling of [`EvalTransform`].
+//! `CatmullRom` convolution implements that same filter. The training transform,
+//! RandomResizedCrop, is [`TrainTransform`] (`transform/random_crop.rs`); [`ImageTransform`]
+//! picks one of the two from a config.
+
+mod random_crop;
 
 use std::borrow::Cow;
 
@@ -16,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::DataError;
 use crate::normalize::{Normalize, Window, rgb8_to_chw};
+
+pub use random_crop::{CropWindow, TrainTransform, TrainTransformConfig};
 
 /// How the image is brought to `image_size` x `image_size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -115,6 +120,55 @@ impl EvalTransform {
     }
 }
 
+/// Which image transform a pipeline applies, as a config names it
+/// (`{"kind": "train", "image_size": 224, ...}`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ImageTransformConfig {
+    /// RandomResizedCrop: training.
+    Train(TrainTransformConfig),
+    /// Resize + center crop: evaluation, inspection, embedding.
+    Eval(EvalTransformConfig),
+}
+
+impl ImageTransformConfig {
+    /// Validates the configuration and builds the transform.
+    pub fn init(&self) -> Result<ImageTransform, DataError> {
+        Ok(match self {
+            Self::Train(config) => ImageTransform::Train(config.init()?),
+            Self::Eval(config) => ImageTransform::Eval(config.init()?),
+        })
+    }
+
+    /// Side of the square output, in pixels.
+    pub fn image_size(&self) -> u32 {
+        match self {
+            Self::Train(config) => config.image_size,
+            Self::Eval(config) => config.image_size,
+        }
+    }
+}
+
+/// A built [`ImageTransformConfig`].
+#[derive(Debug, Clone)]
+pub enum ImageTransform {
+    /// See [`TrainTransform`].
+    Train(TrainTransform),
+    /// See [`EvalTransform`].
+    Eval(EvalTransform),
+}
+
+impl ImageTransform {
+    /// Transforms one image into a planar `[3, image_size, image_size]` buffer; only the train
+    /// transform draws from `rng`.
+    pub fn apply(&self, image: &RgbImage, rng: &mut impl rand::Rng) -> Result<Vec<f32>, DataError> {
+        match self {
+            Self::Train(t) => t.apply(image, rng),
+            Self::Eval(t) => t.apply(image),
+        }
+    }
+}
+
 /// torchvision `Resize(size)` with an int `size`: the shorter side becomes `size`, the longer
 /// `int(size * long / short)` (truncated).
 pub(crate) fn shortest_side_size(width: u32, height: u32, size: u32) -> (u32, u32) {
@@ -148,7 +202,7 @@ pub(crate) fn center_crop_offset(len: u32, target: u32) -> u32 {
 /// for 8-bit images. Bicubic overshoot is clipped in between, so at hard edges the order moves
 /// results by several levels (up to 0.15 after normalisation on a black/white silhouette). Two
 /// single-axis passes reproduce PIL's order.
-fn resize_rgb8(image: &RgbImage, width: u32, height: u32) -> Result<Vec<u8>, DataError> {
+pub(crate) fn resize_rgb8(image: &RgbImage, width: u32, height: u32) -> Result<Vec<u8>, DataError> {
     let (src_width, src_height) = image.dimensions();
     let mut pixels = Cow::Borrowed(image.as_raw().as_slice());
     if width != src_width {

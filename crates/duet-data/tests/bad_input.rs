@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use duet_data::reader::{CsvColumns, ParquetColumns, ReadEvent, ShardFormat};
 use serde::Deserialize;
 
-use common::{FsStore, workspace_path};
+use common::workspace_path;
+use duet_data::LocalStore;
 
 #[derive(Debug, Deserialize)]
 struct Expected {
@@ -54,7 +55,7 @@ fn every_reader_level_problem_is_reported_and_every_other_sample_arrives() {
         let mut samples = Vec::new();
         let mut skipped = BTreeMap::new();
         let mut failed = None;
-        for event in reader.read(&FsStore, &url, 0) {
+        for event in reader.read(&LocalStore, &url, 0) {
             assert!(
                 failed.is_none(),
                 "{name}: event after ShardFailed: {event:?}"
@@ -96,7 +97,7 @@ fn resuming_mid_shard_gives_the_tail() {
     let events: Vec<_> = ShardFormat::Tar
         .reader()
         .expect("reader")
-        .read(&FsStore, &format!("{dir}/mixed.tar"), 7)
+        .read(&LocalStore, &format!("{dir}/mixed.tar"), 7)
         .map(|e| match e {
             ReadEvent::Sample(s) => (s.key, s.at.index),
             ReadEvent::Skipped { reason, key, .. } => (format!("!{reason} {key:?}"), 0),
@@ -118,7 +119,7 @@ fn resuming_mid_shard_gives_the_tail() {
         .reader()
         .expect("reader");
     let keys: Vec<_> = reader
-        .read(&FsStore, &parquet, 4)
+        .read(&LocalStore, &parquet, 4)
         .map(|e| match e {
             ReadEvent::Sample(s) => s.key,
             other => panic!("{other:?}"),

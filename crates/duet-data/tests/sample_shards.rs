@@ -8,7 +8,8 @@ use std::fs::File;
 use duet_data::reader::{ReadEvent, ShardReader, TarReader};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
-use common::{FsStore, workspace_path};
+use common::workspace_path;
+use duet_data::LocalStore;
 
 /// `key` of every `status == "success"` row of img2dataset's parquet beside the shard.
 fn success_keys(parquet: &str) -> Vec<String> {
@@ -42,7 +43,7 @@ fn every_successful_row_arrives_with_its_members() {
 
         let url = workspace_path(&format!("datasets/sample/train/{shard}.tar"));
         let mut keys = Vec::new();
-        for (i, event) in TarReader.read(&FsStore, &url, 0).enumerate() {
+        for (i, event) in TarReader.read(&LocalStore, &url, 0).enumerate() {
             let ReadEvent::Sample(sample) = event else {
                 panic!("{shard}: {event:?}")
             };
@@ -66,7 +67,7 @@ fn every_successful_row_arrives_with_its_members() {
 #[test]
 fn first_sample_and_resume_on_a_real_shard() {
     let url = workspace_path("datasets/sample/train/00001.tar");
-    let first: Vec<_> = TarReader.read(&FsStore, &url, 0).take(1).collect();
+    let first: Vec<_> = TarReader.read(&LocalStore, &url, 0).take(1).collect();
     let [ReadEvent::Sample(first)] = first.as_slice() else {
         panic!("{first:?}")
     };
@@ -80,7 +81,7 @@ fn first_sample_and_resume_on_a_real_shard() {
     );
 
     // Resuming at position 497 leaves the last sample: 498 samples, positions 0..497.
-    let rest: Vec<_> = TarReader.read(&FsStore, &url, 497).collect();
+    let rest: Vec<_> = TarReader.read(&LocalStore, &url, 497).collect();
     let [ReadEvent::Sample(last)] = rest.as_slice() else {
         panic!("{rest:?}")
     };

@@ -15,6 +15,8 @@ pub enum Sampling {
     /// Every shard exactly once per epoch, in a seeded per-epoch permutation (OpenCLIP without
     /// `--dataset-resampled`).
     Exact,
+    /// Every shard once per epoch, in spec order: evaluation and inspection.
+    InOrder,
     /// Shards drawn with replacement, weighted by their source's weight: an endless stream that
     /// the caller cuts into "virtual epochs" (OpenCLIP `--dataset-resampled`).
     Resampled,
@@ -27,6 +29,18 @@ pub struct WeightedShard {
     pub url: Arc<str>,
     /// Relative weight (the source's upsampling factor); used by [`Sampling::Resampled`].
     pub weight: f64,
+}
+
+impl WeightedShard {
+    /// Every shard of `spec` with its source's weight, in spec order.
+    pub fn from_spec(spec: &crate::ShardSpec) -> Vec<Self> {
+        spec.weighted_shards()
+            .map(|(url, weight)| Self {
+                url: url.into(),
+                weight,
+            })
+            .collect()
+    }
 }
 
 /// The shard order of one epoch on one rank, split over `readers` slots.
@@ -50,6 +64,8 @@ pub(crate) mod stream {
     pub const SHUFFLE: u64 = 2;
     /// Resampled shard draws.
     pub const RESAMPLE: u64 = 3;
+    /// Per-sample augmentation (the train crop), positioned by the sample's ordinal.
+    pub const AUGMENT: u64 = 4;
 }
 
 /// A ChaCha8 generator for `(seed, epoch, stream)`: each purpose gets its own stream, each
@@ -83,6 +99,12 @@ impl EpochPlan {
                 order.shuffle(&mut rng(seed, epoch, stream::SHARD_ORDER));
                 order.into_iter().skip(rank).step_by(world_size).collect()
             }
+            Sampling::InOrder => shards
+                .iter()
+                .skip(rank)
+                .step_by(world_size)
+                .cloned()
+                .collect(),
             Sampling::Resampled => shards.to_vec(),
         };
         let mut total = 0.0;
@@ -113,7 +135,7 @@ impl EpochPlan {
     /// resampled plans with a positive total weight).
     pub fn shard(&self, reader: usize, slot_index: u64) -> Option<Arc<str>> {
         match self.sampling {
-            Sampling::Exact => {
+            Sampling::Exact | Sampling::InOrder => {
                 let position = reader as u64 + slot_index * self.readers as u64;
                 let position = usize::try_from(position).ok()?;
                 self.shards.get(position).map(|s| s.url.clone())
@@ -142,7 +164,7 @@ impl EpochPlan {
 
     /// Exact plans: how many shards this rank reads in the epoch.
     pub fn len(&self) -> Option<usize> {
-        matches!(self.sampling, Sampling::Exact).then_some(self.shards.len())
+        matches!(self.sampling, Sampling::Exact | Sampling::InOrder).then_some(self.shards.len())
     }
 
     /// Whether an exact plan gives this rank no shard at all.

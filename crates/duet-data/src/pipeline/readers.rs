@@ -27,7 +27,11 @@ pub(crate) enum ReaderMsg {
     /// An event of shard `slot_index`.
     Event { slot_index: u64, event: ReadEvent },
     /// Shard `slot_index` is finished (read to the end, or failed).
-    ShardEnd { slot_index: u64 },
+    ShardEnd {
+        slot_index: u64,
+        /// Whether the shard gave at least one sample (from where this read started).
+        had_samples: bool,
+    },
 }
 
 /// The receiving end of one reader slot.
@@ -77,12 +81,18 @@ fn run(
     let mut slot_index = start.slot_index;
     let mut skip = start.index;
     while let Some(url) = plan.shard(reader, slot_index) {
+        let mut had_samples = false;
         for event in format.read(store, &url, skip) {
+            had_samples |= matches!(event, ReadEvent::Sample(_));
             if tx.send(ReaderMsg::Event { slot_index, event }).is_err() {
                 return;
             }
         }
-        if tx.send(ReaderMsg::ShardEnd { slot_index }).is_err() {
+        let end = ReaderMsg::ShardEnd {
+            slot_index,
+            had_samples,
+        };
+        if tx.send(end).is_err() {
             return;
         }
         slot_index += 1;

@@ -40,6 +40,25 @@ pub struct SequencerState {
     pub rng_word_pos: u128,
     /// Samples emitted so far in this epoch.
     pub emitted: u64,
+    /// Skips the readers reported before this point.
+    #[serde(default)]
+    pub skips: SkipCounts,
+}
+
+impl SequencerState {
+    /// The state at the start of `epoch` with `readers` slots.
+    pub fn start(epoch: u64, readers: usize) -> Self {
+        Self {
+            epoch,
+            readers: vec![ReaderPos::default(); readers],
+            done: vec![false; readers],
+            next_reader: 0,
+            buffer: Vec::new(),
+            rng_word_pos: 0,
+            emitted: 0,
+            skips: SkipCounts::default(),
+        }
+    }
 }
 
 /// Static settings of a sequencer.
@@ -51,6 +70,10 @@ pub struct SequencerConfig {
     pub shuffle_buffer: usize,
     /// Messages each reader thread may queue ahead.
     pub reader_queue: usize,
+    /// A slot that finishes this many shards in a row without a sample stops the stream with
+    /// [`DataError::NoSamples`]: with resampled shards, an all-broken spec would otherwise be
+    /// drawn from forever (open_clip #1016).
+    pub max_empty_shards: u64,
 }
 
 /// The merged, shuffled raw-sample stream of one epoch.
@@ -66,6 +89,10 @@ pub struct Sequencer {
     emitted: u64,
     epoch: u64,
     skips: SkipCounts,
+    /// Per slot: shards finished in a row without a sample.
+    empty_run: Vec<u64>,
+    max_empty_shards: u64,
+    failed: bool,
 }
 
 impl Sequencer {
@@ -77,16 +104,7 @@ impl Sequencer {
         store: Arc<dyn ShardStore>,
         config: &SequencerConfig,
     ) -> Result<Self, DataError> {
-        let readers = plan.readers();
-        let state = SequencerState {
-            epoch,
-            readers: vec![ReaderPos::default(); readers],
-            done: vec![false; readers],
-            next_reader: 0,
-            buffer: Vec::new(),
-            rng_word_pos: 0,
-            emitted: 0,
-        };
+        let state = SequencerState::start(epoch, plan.readers());
         Self::spawn(plan, format, store, config, &state)
     }
 
@@ -128,7 +146,10 @@ impl Sequencer {
             rng,
             emitted: state.emitted,
             epoch: state.epoch,
-            skips: SkipCounts::default(),
+            skips: state.skips.clone(),
+            empty_run: vec![0; state.readers.len()],
+            max_empty_shards: config.max_empty_shards.max(1),
+            failed: false,
         })
     }
 
@@ -158,10 +179,12 @@ impl Sequencer {
             buffer: self.buffer.iter().map(|s| s.at.clone()).collect(),
             rng_word_pos: self.rng.get_word_pos(),
             emitted: self.emitted,
+            skips: self.skips.clone(),
         }
     }
 
-    /// Skips counted by the readers so far (samples dropped while reading, failed shards).
+    /// Skips counted by the readers so far in the epoch (samples dropped while reading, failed
+    /// shards), including those before a restored state.
     pub fn skips(&self) -> &SkipCounts {
         &self.skips
     }
@@ -172,22 +195,22 @@ impl Sequencer {
     }
 
     /// One sample from the live slots in turn, or `None` when every slot is done.
-    fn pull(&mut self) -> Option<RawSample> {
+    fn pull(&mut self) -> Result<Option<RawSample>, DataError> {
         let n = self.slots.len();
         for _ in 0..n {
             let r = self.next_reader;
             self.next_reader = (r + 1) % n;
             if !self.slots[r].done
-                && let Some(sample) = self.pull_from(r)
+                && let Some(sample) = self.pull_from(r)?
             {
-                return Some(sample);
+                return Ok(Some(sample));
             }
         }
-        None
+        Ok(None)
     }
 
     /// The next sample of slot `r`, recording its position; `None` marks the slot done.
-    fn pull_from(&mut self, r: usize) -> Option<RawSample> {
+    fn pull_from(&mut self, r: usize) -> Result<Option<RawSample>, DataError> {
         let slot = &mut self.slots[r];
         loop {
             match slot.rx.recv() {
@@ -197,21 +220,38 @@ impl Sequencer {
                             slot_index,
                             index: sample.at.index + 1,
                         };
-                        return Some(sample);
+                        self.empty_run[r] = 0;
+                        return Ok(Some(sample));
                     }
-                    ReadEvent::Skipped { reason, .. } | ReadEvent::ShardFailed { reason, .. } => {
+                    ReadEvent::Skipped { reason, detail, .. }
+                    | ReadEvent::ShardFailed { reason, detail } => {
                         self.skips.add(reason);
+                        crate::skip::log_skip(reason, self.skips.get(reason), &detail);
                     }
                 },
-                Ok(ReaderMsg::ShardEnd { slot_index, .. }) => {
+                Ok(ReaderMsg::ShardEnd {
+                    slot_index,
+                    had_samples,
+                }) => {
                     slot.pos = ReaderPos {
                         slot_index: slot_index + 1,
                         index: 0,
                     };
+                    self.empty_run[r] = if had_samples {
+                        0
+                    } else {
+                        self.empty_run[r] + 1
+                    };
+                    if self.empty_run[r] >= self.max_empty_shards {
+                        return Err(DataError::NoSamples {
+                            reason: format!("{} shards in a row gave no sample", self.empty_run[r]),
+                            skipped: self.skips.clone(),
+                        });
+                    }
                 }
                 Err(_) => {
                     slot.done = true;
-                    return None;
+                    return Ok(None);
                 }
             }
         }
@@ -219,15 +259,22 @@ impl Sequencer {
 }
 
 impl Iterator for Sequencer {
-    type Item = RawSample;
+    type Item = Result<RawSample, DataError>;
 
     /// Fills the buffer to capacity, then emits a uniformly drawn buffered sample; at the end of
-    /// the input, drains the buffer in random order.
-    fn next(&mut self) -> Option<RawSample> {
+    /// the input, drains the buffer in random order. After an error, the stream ends.
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
         while self.buffer.len() < self.capacity {
             match self.pull() {
-                Some(sample) => self.buffer.push(sample),
-                None => break,
+                Ok(Some(sample)) => self.buffer.push(sample),
+                Ok(None) => break,
+                Err(error) => {
+                    self.failed = true;
+                    return Some(Err(error));
+                }
             }
         }
         if self.buffer.is_empty() {
@@ -239,7 +286,7 @@ impl Iterator for Sequencer {
             0
         };
         self.emitted += 1;
-        Some(self.buffer.swap_remove(i))
+        Some(Ok(self.buffer.swap_remove(i)))
     }
 }
 

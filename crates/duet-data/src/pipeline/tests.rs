@@ -87,6 +87,7 @@ const CONFIG: SequencerConfig = SequencerConfig {
     seed: 42,
     shuffle_buffer: 7,
     reader_queue: 4,
+    max_empty_shards: 100,
 };
 
 fn plan(sampling: Sampling, epoch: u64) -> EpochPlan {
@@ -104,8 +105,8 @@ fn start(sampling: Sampling, epoch: u64) -> Sequencer {
     .expect("starts")
 }
 
-fn keys(it: impl Iterator<Item = RawSample>) -> Vec<String> {
-    it.map(|s| s.key).collect()
+fn keys(it: impl Iterator<Item = Result<RawSample, DataError>>) -> Vec<String> {
+    it.map(|s| s.expect("no stream error").key).collect()
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! webdataset does; table formats (parquet, CSV) put the image bytes in [`IMAGE_FIELD`] and the
 //! caption in [`CAPTION_FIELD`], whatever their column names.
 
+mod auto;
 pub mod csv;
 pub mod folder;
 pub mod parquet;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::source::ShardStore;
 use crate::{DataError, RawSample, SkipReason};
 
+pub use self::auto::AutoReader;
 pub use self::csv::{CsvColumns, CsvReader};
 pub use self::folder::FolderReader;
 pub use self::parquet::{ParquetColumns, ParquetReader};
