@@ -1,60 +1,47 @@
-//! An in-memory [`ShardStore`] for the readers' unit tests, so they need no store
-//! implementation (those live in `source/`).
+//! Helpers for the readers' unit tests: the in-memory store with a record of ranged reads.
 
-use std::collections::BTreeMap;
-use std::io::{Cursor, Read};
+use std::io::Read;
 use std::ops::Range;
 use std::sync::Mutex;
 
 use crate::DataError;
 use crate::reader::{ReadEvent, ShardReader};
-use crate::source::ShardStore;
+use crate::source::{MemoryStore, ShardStore};
 
-/// URL -> bytes; counts ranged reads so tests can check that parquet reads ranges.
+/// The shared [`MemoryStore`], recording ranged reads so tests can check that parquet reads
+/// ranges.
 #[derive(Debug, Default)]
 pub(crate) struct MapStore {
-    files: BTreeMap<String, Vec<u8>>,
+    inner: MemoryStore,
     /// Every `read_range` call, in order.
     pub(crate) ranges: Mutex<Vec<Range<u64>>>,
 }
 
 impl MapStore {
     pub(crate) fn with(files: &[(&str, &[u8])]) -> Self {
-        let files = files
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_vec()))
-            .collect();
+        let inner = MemoryStore::new();
+        for (url, bytes) in files {
+            inner.insert(*url, bytes.to_vec());
+        }
         Self {
-            files,
+            inner,
             ranges: Mutex::default(),
         }
-    }
-
-    fn get(&self, url: &str) -> Result<&Vec<u8>, DataError> {
-        // No store error variant exists in this branch yet; InvalidConfig stands in for "not found".
-        self.files.get(url).ok_or_else(|| DataError::InvalidConfig {
-            field: "url",
-            value: url.to_owned(),
-            reason: "no such file in the test store",
-        })
     }
 }
 
 impl ShardStore for MapStore {
     fn open(&self, url: &str) -> Result<Box<dyn Read + Send>, DataError> {
-        Ok(Box::new(Cursor::new(self.get(url)?.clone())))
+        self.inner.open(url)
     }
 
     fn size(&self, url: &str) -> Result<u64, DataError> {
-        Ok(self.get(url)?.len() as u64)
+        self.inner.size(url)
     }
 
     fn read_range(&self, url: &str, range: Range<u64>) -> Result<Vec<u8>, DataError> {
-        let bytes = self.get(url)?;
         self.ranges.lock().expect("poisoned").push(range.clone());
-        let end = (range.end as usize).min(bytes.len());
-        let start = (range.start as usize).min(end);
-        Ok(bytes[start..end].to_vec())
+        self.inner.read_range(url, range)
     }
 }
 
