@@ -1,6 +1,6 @@
 //! `Stores` against real servers on loopback: a small HTTP file server with Range support
 //! (`tiny_http`) and an S3 API over a directory (`s3s-fs`). Both bind 127.0.0.1:0 and stop when
-//! the test ends; nothing leaves the machine.
+//! the test ends; nothing leaves the machine. The last test runs the whole loader through both.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -228,4 +228,78 @@ fn s3_open_size_range_and_missing_key() {
         msg.contains("s3://bucket/laion/00000.tar") && msg.contains("403"),
         "{msg}"
     );
+}
+
+/// The bundled training shards, batched by a shuffling loader from `spec` through `stores`:
+/// (keys, image bits, tokens) per batch of one exact epoch.
+fn batches_through(spec: &str, stores: Stores) -> Vec<(Vec<String>, Vec<u32>, Vec<u32>)> {
+    use duet_data::{
+        AutoReader, ClipTokenizer, ImageTransformConfig, Loader, LoaderConfig, LoaderSource,
+        TokenizerConfig, TrainTransformConfig, WeightedShard, parse_spec,
+    };
+    let parsed = parse_spec(spec, None).expect("spec");
+    let source = LoaderSource {
+        shards: WeightedShard::from_spec(&parsed),
+        format: Arc::new(AutoReader::for_urls(parsed.shards()).expect("tar")),
+        store: Arc::new(stores),
+    };
+    let transform = ImageTransformConfig::Train(TrainTransformConfig {
+        image_size: 16,
+        ..TrainTransformConfig::default()
+    });
+    let config = LoaderConfig {
+        shuffle_buffer: 100,
+        readers: 2,
+        decode_threads: 2,
+        epochs: Some(1),
+        ..LoaderConfig::train(64, 5, transform)
+    };
+    let tokenizer = ClipTokenizer::bundled(TokenizerConfig::default()).expect("tokenizer");
+    Loader::start(&config, source, tokenizer, None)
+        .expect("starts")
+        .map(|b| {
+            let b = b.expect("a batch");
+            (
+                b.keys,
+                b.images.iter().map(|v| v.to_bits()).collect(),
+                b.tokens,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn same_batches_from_local_http_and_s3() {
+    // The same three img2dataset shards on disk, behind HTTP and behind S3.
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/sample/train");
+    let root = tempfile::tempdir().expect("temp dir");
+    for dir in ["shards", "bucket/train"] {
+        let dir = root.path().join(dir);
+        std::fs::create_dir_all(&dir).expect("create dir");
+        for shard in ["00000.tar", "00001.tar", "00002.tar"] {
+            std::fs::copy(sample.join(shard), dir.join(shard)).expect("copy shard");
+        }
+    }
+    let local_spec = format!("{}/{{00000..00002}}.tar", sample.display());
+    let local = batches_through(&local_spec, Stores::new(S3Config::new()).expect("stores"));
+    // 1,188 samples in batches of 64: 18 full batches, the rest dropped.
+    assert_eq!(local.len(), 18);
+
+    let http = HttpServer::start(root.path().to_path_buf());
+    let http_spec = format!("{}/shards/{{00000..00002}}.tar", http.base);
+    let via_http = batches_through(&http_spec, Stores::new(S3Config::new()).expect("stores"));
+    assert!(via_http == local, "http batches differ from local ones");
+
+    let s3 = S3Server::start(root.path());
+    let config = S3Config::new()
+        .with("aws_endpoint", s3.endpoint.as_str())
+        .and_then(|c| c.with("aws_region", "us-east-1"))
+        .and_then(|c| c.with("aws_access_key_id", ACCESS_KEY))
+        .and_then(|c| c.with("aws_secret_access_key", SECRET_KEY))
+        .expect("known options");
+    let via_s3 = batches_through(
+        "s3://bucket/train/{00000..00002}.tar",
+        Stores::new(config).expect("stores"),
+    );
+    assert!(via_s3 == local, "s3 batches differ from local ones");
 }
