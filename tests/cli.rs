@@ -296,3 +296,84 @@ fn bad_input_names_the_culprit() {
     );
     assert!(!Path::new(out).exists(), "a failed run leaves no output");
 }
+
+fn inspect_json(spec: &str) -> serde_json::Value {
+    let out = duet(&["shards", "inspect", "--json", spec]);
+    assert!(
+        out.status.success(),
+        "inspect {spec} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn shards_inspect_counts_what_training_would_see() {
+    // The bundled img2dataset shards: 499 + 498 + 191 good samples, as _stats.json announces.
+    let report = inspect_json("datasets/sample/train/{00000..00002}.tar");
+    assert_eq!(report["shards"], 3);
+    assert_eq!(report["samples"], 1188);
+    assert_eq!(report["hinted_samples"], 1188);
+    assert_eq!(report["skipped"], serde_json::json!({}));
+    // The bad corpus tar: 3 good samples and one of each sample-level problem.
+    let report = inspect_json("crates/duet-data/tests/fixtures/bad/mixed.tar");
+    assert_eq!(report["samples"], 3);
+    let skipped = report["skipped"].as_object().expect("an object");
+    for reason in [
+        "duplicate_key",
+        "undecodable_image",
+        "empty_image",
+        "image_too_large",
+        "caption_not_utf8",
+        "missing_caption",
+        "missing_image",
+    ] {
+        assert_eq!(skipped[reason], 1, "{reason}");
+    }
+    // Nothing readable: the report still prints, then a clear error (no hang).
+    let out = duet(&["shards", "inspect", "--json", "/nonexistent/{0..1}.tar"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    assert_eq!(report["skipped"]["shard_unreachable"], 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no usable samples"));
+}
+
+#[test]
+fn shards_build_writes_img2dataset_layout_that_reads_back() {
+    // bad/folder holds 5 rows: a (jpg) and b (png) are good; nocap has no caption, sub/c a
+    // non-UTF-8 one, sub/zero an empty image. 3 rows per shard: 2 shards, keys 5 + 1 digits.
+    let out = tempfile::tempdir().expect("temp dir");
+    let dir = out.path().join("built");
+    let dir_str = dir.to_str().expect("utf-8 temp path");
+    ok(&[
+        "shards",
+        "build",
+        "--from",
+        "crates/duet-data/tests/fixtures/bad/folder/",
+        "--out",
+        dir_str,
+        "--samples-per-shard",
+        "3",
+    ]);
+    for name in [
+        "00000.tar",
+        "00000.parquet",
+        "00000_stats.json",
+        "00001.tar",
+        "00001.parquet",
+        "00001_stats.json",
+    ] {
+        assert!(dir.join(name).is_file(), "{name} missing");
+    }
+    let stats: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("00000_stats.json")).expect("stats"),
+    )
+    .expect("json");
+    assert_eq!(stats["count"], 3);
+    assert_eq!(stats["successes"], 2);
+    let report = inspect_json(&format!("{dir_str}/{{00000..00001}}.tar"));
+    assert_eq!(report["samples"], 2);
+    assert_eq!(report["hinted_samples"], 2);
+    assert_eq!(report["examples"][0]["key"], "000000");
+    assert_eq!(report["examples"][1]["key"], "000001");
+}

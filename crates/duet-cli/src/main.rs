@@ -4,6 +4,7 @@ mod backend;
 mod embed;
 mod export;
 mod output;
+mod shards;
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -22,6 +23,9 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Write a model directory in another layout (e.g. OpenCLIP -> Hugging Face).
     Export(export::ExportArgs),
+    /// Build or inspect webdataset shards.
+    #[command(subcommand)]
+    Shards(shards::ShardsCommand),
 }
 
 fn main() -> Result<()> {
@@ -43,5 +47,6 @@ fn main() -> Result<()> {
             embed::run(args, embed::input_order(sub))
         }
         Command::Export(args) => export::run(args),
+        Command::Shards(command) => shards::run(command),
     }
 }

@@ -83,6 +83,17 @@ pub fn decode_rgb8(
     Ok(image.into_rgb8())
 }
 
+/// The usual file extension of the image format `bytes` start with (`jpg`, `png`, `webp`), or
+/// `None` for anything else (HTML saved as `.jpg`, GIF, …).
+pub fn image_extension(bytes: &[u8]) -> Option<&'static str> {
+    match image::guess_format(bytes).ok()? {
+        image::ImageFormat::Jpeg => Some("jpg"),
+        image::ImageFormat::Png => Some("png"),
+        image::ImageFormat::WebP => Some("webp"),
+        _ => None,
+    }
+}
+
 /// Refuses an image whose header announces more than `config.max_pixels` pixels.
 fn check_pixels(
     width: u32,

@@ -9,7 +9,8 @@
 //! - [`normalize`]: mean/std normalisation into CHW floats ([`Normalize`]);
 //! - [`batch`]: stacking into burn tensors ([`images_to_tensor`], [`tokens_to_tensor`]);
 //! - [`pipeline`]: all of the above on a stream of shards, in parallel, shuffled and exactly
-//!   resumable ([`Loader`], [`LoaderCursor`]).
+//!   resumable ([`Loader`], [`LoaderCursor`]);
+//! - [`write`]: the other direction, shards as img2dataset writes them ([`write::ShardWriter`]).
 
 pub mod batch;
 pub mod decode;
@@ -23,9 +24,10 @@ pub mod source;
 pub mod spec;
 pub mod tokenize;
 pub mod transform;
+pub mod write;
 
 pub use batch::{images_to_tensor, tokens_to_tensor};
-pub use decode::{DecodeConfig, PIL_MAX_IMAGE_PIXELS, decode_rgb8};
+pub use decode::{DecodeConfig, PIL_MAX_IMAGE_PIXELS, decode_rgb8, image_extension};
 pub use error::DataError;
 /// The decoded image type ([`image::RgbImage`]), re-exported so callers need no `image` dependency.
 pub use image::RgbImage;

@@ -510,12 +510,15 @@ impl Producer {
             return Ok(Flow::Stop);
         }
         if self.cursor.epoch_batches == 0 {
-            return Err(DataError::NoSamples {
-                reason: format!(
-                    "epoch {epoch} gave {} good samples, fewer than one batch of {}",
-                    pending.len(),
+            let reason = match pending.len() {
+                0 => format!("epoch {epoch} gave no good sample"),
+                n => format!(
+                    "epoch {epoch} gave {n} good samples, fewer than one batch of {}",
                     self.config.batch_size
                 ),
+            };
+            return Err(DataError::NoSamples {
+                reason,
                 skipped: self.cursor.skipped(),
             });
         }
