@@ -31,7 +31,7 @@ pub use decode::{DecodeConfig, PIL_MAX_IMAGE_PIXELS, decode_rgb8, image_extensio
 pub use error::DataError;
 /// The decoded image type ([`image::RgbImage`]), re-exported so callers need no `image` dependency.
 pub use image::RgbImage;
-pub use normalize::{Normalize, OPENAI_MEAN, OPENAI_STD};
+pub use normalize::{Normalize, OPENAI_MEAN, OPENAI_STD, Pixels};
 pub use pipeline::{
     Batch, Loader, LoaderConfig, LoaderCursor, LoaderSource, Sampling, WeightedShard,
 };

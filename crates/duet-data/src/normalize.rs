@@ -72,20 +72,61 @@ pub(crate) fn rgb8_to_chw(
     window: Window,
     normalize: &Normalize,
 ) -> Vec<f32> {
+    let mut out = vec![0.0_f32; 3 * window.width * window.height];
+    rgb8_to_chw_into(pixels, stride_px, window, normalize, &mut out);
+    out
+}
+
+/// [`rgb8_to_chw`] into `out`, which holds exactly `3 * window.width * window.height` floats.
+pub(crate) fn rgb8_to_chw_into(
+    pixels: &[u8],
+    stride_px: usize,
+    window: Window,
+    normalize: &Normalize,
+    out: &mut [f32],
+) {
     let plane = window.width * window.height;
-    let mut out = vec![0.0_f32; 3 * plane];
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    let mut planes = [r, g, b];
     for y in 0..window.height {
         let row_start = ((window.top + y) * stride_px + window.left) * 3;
         let row = &pixels[row_start..row_start + window.width * 3];
-        for (x, rgb) in row.chunks_exact(3).enumerate() {
-            for (c, &v) in rgb.iter().enumerate() {
-                let unit = f32::from(v) / 255.0;
-                out[c * plane + y * window.width + x] =
-                    (unit - normalize.mean[c]) / normalize.std[c];
+        let at = y * window.width;
+        for (c, plane) in planes.iter_mut().enumerate() {
+            let (mean, std) = (normalize.mean[c], normalize.std[c]);
+            let dst = &mut plane[at..at + window.width];
+            for (d, rgb) in dst.iter_mut().zip(row.chunks_exact(3)) {
+                *d = (f32::from(rgb[c]) / 255.0 - mean) / std;
             }
         }
     }
-    out
+}
+
+/// Resampled RGB8 pixels and the window of them that becomes the model's image: what a
+/// transform leaves for normalisation, which a batch does straight into its buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pixels {
+    pub(crate) data: Vec<u8>,
+    pub(crate) stride_px: usize,
+    pub(crate) window: Window,
+}
+
+impl Pixels {
+    /// Number of floats [`Self::normalize_into`] writes: `3 * width * height` of the window.
+    pub fn output_len(&self) -> usize {
+        3 * self.window.width * self.window.height
+    }
+
+    /// Writes the window, normalised, as planar CHW floats into `out` (`output_len` long).
+    pub fn normalize_into(&self, normalize: &Normalize, out: &mut [f32]) {
+        rgb8_to_chw_into(&self.data, self.stride_px, self.window, normalize, out);
+    }
+
+    /// The window, normalised, as a new CHW buffer.
+    pub fn normalize(&self, normalize: &Normalize) -> Vec<f32> {
+        rgb8_to_chw(&self.data, self.stride_px, self.window, normalize)
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::DataError;
-use crate::normalize::{Normalize, Window, rgb8_to_chw};
+use crate::normalize::{Normalize, Pixels, Window};
 
 pub use random_crop::{CropWindow, TrainTransform, TrainTransformConfig};
 
@@ -91,19 +91,22 @@ impl EvalTransform {
     /// Resizes, crops and normalises one image into a planar `[3, image_size, image_size]`
     /// buffer (channel-major, then rows).
     pub fn apply(&self, image: &RgbImage) -> Result<Vec<f32>, DataError> {
+        Ok(self.resample(image)?.normalize(&self.config.normalize))
+    }
+
+    /// [`Self::apply`] up to normalisation: the resized image and its crop window.
+    pub fn resample(&self, image: &RgbImage) -> Result<Pixels, DataError> {
         let size = self.config.image_size;
         let (width, height) = image.dimensions();
         let (new_width, new_height) = match self.config.resize {
             ResizeMode::Shortest => shortest_side_size(width, height, size),
             ResizeMode::Squash => (size, size),
         };
-        let resized;
-        let pixels: &[u8] = if (new_width, new_height) == (width, height) {
+        let data = if (new_width, new_height) == (width, height) {
             // PIL's `resize` returns a copy when the size is unchanged; no resampling.
-            image.as_raw()
+            image.as_raw().clone()
         } else {
-            resized = resize_rgb8(image, new_width, new_height)?;
-            &resized
+            resize_rgb8(image, new_width, new_height)?
         };
         let window = Window {
             left: center_crop_offset(new_width, size) as usize,
@@ -111,12 +114,11 @@ impl EvalTransform {
             width: size as usize,
             height: size as usize,
         };
-        Ok(rgb8_to_chw(
-            pixels,
-            new_width as usize,
+        Ok(Pixels {
+            data,
+            stride_px: new_width as usize,
             window,
-            &self.config.normalize,
-        ))
+        })
     }
 }
 
@@ -162,9 +164,26 @@ impl ImageTransform {
     /// Transforms one image into a planar `[3, image_size, image_size]` buffer; only the train
     /// transform draws from `rng`.
     pub fn apply(&self, image: &RgbImage, rng: &mut impl rand::Rng) -> Result<Vec<f32>, DataError> {
+        Ok(self.resample(image, rng)?.normalize(self.normalize()))
+    }
+
+    /// [`Self::apply`] up to normalisation.
+    pub fn resample(
+        &self,
+        image: &RgbImage,
+        rng: &mut impl rand::Rng,
+    ) -> Result<Pixels, DataError> {
         match self {
-            Self::Train(t) => t.apply(image, rng),
-            Self::Eval(t) => t.apply(image),
+            Self::Train(t) => t.resample(image, rng),
+            Self::Eval(t) => t.resample(image),
+        }
+    }
+
+    /// The normalisation that follows [`Self::resample`].
+    pub fn normalize(&self) -> &Normalize {
+        match self {
+            Self::Train(t) => &t.config().normalize,
+            Self::Eval(t) => &t.config().normalize,
         }
     }
 }

@@ -355,3 +355,21 @@ fn check_counts(
     assert_eq!(got, want, "{name}: skip counts");
     seen.extend(want.into_keys());
 }
+
+#[test]
+fn recycled_image_buffers_change_nothing() {
+    // Handing buffers back (as a trainer does after upload) reuses them for later batches;
+    // the batches must be the same as with fresh buffers.
+    let config = train_config(50, Sampling::Exact);
+    let fresh = take(&config, source(&train_spec()), None, 10);
+    let mut loader =
+        Loader::start(&config, source(&train_spec()), tokenizer(), None).expect("starts");
+    let mut recycled = Vec::new();
+    for _ in 0..10 {
+        let batch = loader.next().expect("a batch").expect("no error");
+        recycled.push(content(&batch));
+        loader.recycle(batch.images);
+    }
+    let fresh: Vec<_> = fresh.iter().map(content).collect();
+    assert!(fresh == recycled, "recycled buffers changed a batch");
+}

@@ -8,7 +8,7 @@
 //! stream exactly after the batch. Processing is a pure function of the sample and its ordinal
 //! (`process.rs`), so chunk boundaries never change the batches.
 
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -222,6 +222,7 @@ pub struct LoaderSource {
 #[derive(Debug)]
 pub struct Loader {
     rx: Receiver<Result<Batch, DataError>>,
+    recycle: Sender<Vec<f32>>,
     skipped: Arc<Mutex<SkipCounts>>,
     _thread: JoinHandle<()>,
 }
@@ -254,6 +255,7 @@ impl Loader {
                 what: "decode",
                 source: std::io::Error::other(error),
             })?;
+        let (recycle_tx, recycled) = channel();
         let mut producer = Producer {
             config: config.clone(),
             source,
@@ -262,6 +264,8 @@ impl Loader {
             sequencer: None,
             cursor: fresh_cursor(0, config.readers),
             skipped: Arc::default(),
+            recycled,
+            recycle_tx,
             chunk: (threads * CHUNK_PER_THREAD).max(32),
         };
         match cursor {
@@ -269,6 +273,7 @@ impl Loader {
             None => producer.start_epoch(0)?,
         }
         let skipped = producer.skipped.clone();
+        let recycle = producer.recycle_tx.clone();
         let (tx, rx) = sync_channel(config.prefetch_batches);
         let thread = std::thread::Builder::new()
             .name("duet-loader".into())
@@ -279,9 +284,18 @@ impl Loader {
             })?;
         Ok(Self {
             rx,
+            recycle,
             skipped,
             _thread: thread,
         })
+    }
+
+    /// Hands a batch's image buffer back for reuse (e.g. once it is on the GPU): later batches
+    /// are then written into memory that is already mapped, which saves the page faults of a
+    /// fresh `[B, 3, S, S]` allocation. Optional.
+    pub fn recycle(&self, images: Vec<f32>) {
+        // The producer may be gone; then there is nothing to reuse it for.
+        let _ = self.recycle.send(images);
     }
 
     /// Every skip the background thread has counted so far, by reason; it may be ahead of the
@@ -326,6 +340,9 @@ struct Producer {
     cursor: LoaderCursor,
     /// Totals for [`Loader::skipped`], updated after every chunk.
     skipped: Arc<Mutex<SkipCounts>>,
+    /// Image buffers handed back by the consumer.
+    recycled: Receiver<Vec<f32>>,
+    recycle_tx: Sender<Vec<f32>>,
     chunk: usize,
 }
 
@@ -540,9 +557,27 @@ impl Producer {
     ) -> bool {
         self.cursor.epoch_batches += 1;
         self.cursor.batches += 1;
+        let side = self.config.transform.image_size() as usize;
+        let per_image = 3 * side * side;
+        let needed = pending.len() * per_image;
+        // A buffer the consumer gave back (no page faults on reuse), else a new one.
+        let mut images = std::iter::from_fn(|| self.recycled.try_recv().ok())
+            .find(|v: &Vec<f32>| v.capacity() >= needed)
+            .unwrap_or_default();
+        images.clear();
+        images.resize(needed, 0.0);
+        // Normalising straight into the batch, in parallel: no per-sample float buffers.
+        let normalize = self.processor.transform.normalize();
+        self.pool.install(|| {
+            images
+                .par_chunks_mut(per_image)
+                .zip(pending.par_iter())
+                .for_each(|(out, sample)| sample.image.normalize_into(normalize, out));
+        });
         let batch = assemble(
             std::mem::take(pending),
-            self.config.transform.image_size() as usize,
+            images,
+            side,
             self.processor.tokenizer.context_length(),
             self.cursor.clone(),
         );
@@ -558,13 +593,14 @@ enum Flow {
 
 fn assemble(
     samples: Vec<Sample>,
+    images: Vec<f32>,
     image_size: usize,
     context_length: usize,
     cursor: LoaderCursor,
 ) -> Batch {
     let n = samples.len();
     let mut batch = Batch {
-        images: Vec::with_capacity(n * 3 * image_size * image_size),
+        images,
         tokens: Vec::with_capacity(n * context_length),
         samples: Vec::with_capacity(n),
         keys: Vec::with_capacity(n),
@@ -575,7 +611,6 @@ fn assemble(
         cursor,
     };
     for sample in samples {
-        batch.images.extend_from_slice(&sample.image);
         batch.tokens.extend_from_slice(&sample.tokens);
         batch.samples.push(sample.at);
         batch.keys.push(sample.key);

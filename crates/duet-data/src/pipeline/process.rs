@@ -9,6 +9,7 @@
 use rand_chacha::ChaCha8Rng;
 
 use super::plan::{rng, stream};
+use crate::normalize::Pixels;
 use crate::transform::ImageTransform;
 use crate::{
     ClipTokenizer, DataError, DecodeConfig, FieldSelector, RawSample, SampleRef, SkipReason,
@@ -28,8 +29,8 @@ pub(crate) struct Sample {
     pub key: String,
     /// The caption as read.
     pub caption: String,
-    /// `[3, image_size, image_size]`, normalised.
-    pub image: Vec<f32>,
+    /// The resampled image, normalised when the batch is assembled.
+    pub image: Pixels,
     /// `context_length` token ids.
     pub tokens: Vec<u32>,
 }
@@ -72,7 +73,7 @@ impl Processor {
             }
         };
         let mut augment = self.augment_rng(epoch, ordinal);
-        let pixels = match self.transform.apply(&image, &mut augment) {
+        let pixels = match self.transform.resample(&image, &mut augment) {
             Ok(pixels) => pixels,
             Err(error) => {
                 return Processed::Skipped(

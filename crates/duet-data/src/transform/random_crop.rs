@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::resize_rgb8;
 use crate::DataError;
-use crate::normalize::{Normalize, Window, rgb8_to_chw};
+use crate::normalize::{Normalize, Pixels, Window};
 
 /// Configuration of the training transform.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -136,9 +136,14 @@ impl TrainTransform {
     /// Crops, resizes and normalises one image into a planar `[3, image_size, image_size]`
     /// buffer, drawing the crop from `rng`.
     pub fn apply(&self, image: &RgbImage, rng: &mut impl Rng) -> Result<Vec<f32>, DataError> {
+        Ok(self.resample(image, rng)?.normalize(&self.config.normalize))
+    }
+
+    /// [`Self::apply`] up to normalisation.
+    pub fn resample(&self, image: &RgbImage, rng: &mut impl Rng) -> Result<Pixels, DataError> {
         let (width, height) = image.dimensions();
         let window = self.crop_window(width.max(1), height.max(1), rng);
-        self.apply_window(image, window)
+        self.resample_window(image, window)
     }
 
     /// [`Self::apply`] with a given crop: PIL's `crop(box).resize((size, size), BICUBIC)`.
@@ -147,32 +152,32 @@ impl TrainTransform {
         image: &RgbImage,
         window: CropWindow,
     ) -> Result<Vec<f32>, DataError> {
+        Ok(self
+            .resample_window(image, window)?
+            .normalize(&self.config.normalize))
+    }
+
+    fn resample_window(&self, image: &RgbImage, window: CropWindow) -> Result<Pixels, DataError> {
         let size = self.config.image_size;
         let cropped =
             image::imageops::crop_imm(image, window.left, window.top, window.width, window.height)
                 .to_image();
-        let full = Window {
-            left: 0,
-            top: 0,
-            width: size as usize,
-            height: size as usize,
-        };
-        if cropped.dimensions() == (size, size) {
+        let data = if cropped.dimensions() == (size, size) {
             // PIL's `resize` to the same size is a copy: no resampling.
-            return Ok(rgb8_to_chw(
-                cropped.as_raw(),
-                size as usize,
-                full,
-                &self.config.normalize,
-            ));
-        }
-        let resized = resize_rgb8(&cropped, size, size)?;
-        Ok(rgb8_to_chw(
-            &resized,
-            size as usize,
-            full,
-            &self.config.normalize,
-        ))
+            cropped.into_raw()
+        } else {
+            resize_rgb8(&cropped, size, size)?
+        };
+        Ok(Pixels {
+            data,
+            stride_px: size as usize,
+            window: Window {
+                left: 0,
+                top: 0,
+                width: size as usize,
+                height: size as usize,
+            },
+        })
     }
 }
 
