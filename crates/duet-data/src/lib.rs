@@ -10,7 +10,7 @@
 //! - [`batch`]: stacking into burn tensors ([`images_to_tensor`], [`tokens_to_tensor`]);
 //! - [`pipeline`]: all of the above on a stream of shards, in parallel, shuffled and exactly
 //!   resumable ([`Loader`], [`LoaderCursor`]);
-//! - [`write`]: the other direction, shards as img2dataset writes them ([`write::ShardWriter`]).
+//! - [`mod@write`]: the other direction, shards as img2dataset writes them ([`write::ShardWriter`]).
 
 pub mod batch;
 pub mod decode;
