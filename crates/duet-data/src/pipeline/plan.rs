@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// How shards are drawn within an epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Sampling {
     /// Every shard exactly once per epoch, in a seeded per-epoch permutation (OpenCLIP without
     /// `--dataset-resampled`).

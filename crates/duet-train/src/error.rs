@@ -1,0 +1,73 @@
+//! The one error type of `duet-train`.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a training run, each naming its file, key or step.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// The config file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+
+    /// The config is not valid TOML.
+    #[error("{origin}: {message}")]
+    ConfigSyntax {
+        /// The file.
+        origin: String,
+        /// The parser's message, on one line.
+        message: String,
+    },
+
+    /// A key is unknown or has the wrong type.
+    #[error("{origin}: {key}: {message}")]
+    ConfigKey {
+        /// The file.
+        origin: String,
+        /// The full key, e.g. `train.batch_size`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A `--set` argument is malformed.
+    #[error("--set {arg}: {reason}")]
+    Override {
+        /// The argument as given.
+        arg: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A value is out of range.
+    #[error("{key}: {message}")]
+    InvalidValue {
+        /// The full key.
+        key: String,
+        /// The constraint it breaks.
+        message: String,
+    },
+
+    /// The model config is unusable.
+    #[error("{key}: {source}")]
+    Model {
+        /// The train-config key that led to it.
+        key: String,
+        /// The model's error.
+        source: duet_model::ModelError,
+    },
+}
+
+impl TrainError {
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidValue {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
