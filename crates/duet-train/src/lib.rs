@@ -1,9 +1,11 @@
 //! duet's trainer. Today: the train config ([`TrainConfig`], TOML, checked whole before any
-//! work) and the learning-rate schedules ([`ScheduleConfig`]); the step loop, optimizer groups
-//! and checkpoints build on them (issue 4).
+//! work), the learning-rate schedules ([`ScheduleConfig`]), AdamW with OpenCLIP's no-decay
+//! group and global-norm clipping ([`optim`]); the step loop and checkpoints build on them
+//! (issue 4, in progress).
 
 mod config;
 mod error;
+pub mod optim;
 mod schedule;
 
 pub use config::{
