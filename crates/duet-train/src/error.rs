@@ -61,6 +61,27 @@ pub enum TrainError {
         /// The model's error.
         source: duet_model::ModelError,
     },
+
+    /// The loss could not be computed (a shape or config problem).
+    #[error("step {step}: {source}")]
+    Loss {
+        /// The step.
+        step: u64,
+        /// The loss's error.
+        source: duet_loss::LossError,
+    },
+
+    /// The loss is NaN or infinite and `train.on_nonfinite = "stop"`.
+    #[error(
+        "step {step}: the loss is {value}; lower optimizer.lr, set optimizer.grad_clip_norm, or set \
+         train.on_nonfinite = \"skip\""
+    )]
+    NonFiniteLoss {
+        /// The step.
+        step: u64,
+        /// The loss value.
+        value: f64,
+    },
 }
 
 impl TrainError {

@@ -7,6 +7,7 @@ mod config;
 mod error;
 pub mod optim;
 mod schedule;
+mod step;
 
 pub use config::{
     CheckpointConfig, DataSection, LogConfig, ModelSection, NonFinite, OptimizerConfig,
@@ -14,3 +15,4 @@ pub use config::{
 };
 pub use error::TrainError;
 pub use schedule::ScheduleConfig;
+pub use step::{MAX_LOGIT_SCALE, StepReport, Stepper};
