@@ -1,6 +1,6 @@
 //! The pre-norm transformer block both towers share: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::module::attention;
@@ -81,8 +81,10 @@ impl BlockConfig {
             let mut layer = LinearConfig::new(d_in, d_out)
                 .with_initializer(normal(std))
                 .init(device);
-            // Biases start at zero, as torch's MultiheadAttention and OpenCLIP leave them.
-            layer.bias = layer.bias.map(|b| b.map(|t| t.zeros_like()));
+            // Biases start at zero, as torch's MultiheadAttention and OpenCLIP leave them. A new
+            // parameter, not `Param::map`: a mapped `zeros_like` would drop out of autodiff and
+            // never train.
+            layer.bias = layer.bias.map(|b| Param::from_tensor(b.val().zeros_like()));
             layer
         };
         let ln = || {

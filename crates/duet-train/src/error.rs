@@ -82,6 +82,22 @@ pub enum TrainError {
         /// The loss value.
         value: f64,
     },
+
+    /// The data pipeline failed (no usable samples, an unreadable spec, …).
+    #[error("data: {source}")]
+    Data {
+        /// The loader's error.
+        source: duet_data::DataError,
+    },
+
+    /// A checkpoint could not be written or read.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl TrainError {

@@ -3,9 +3,11 @@
 //! group and global-norm clipping ([`optim`]); the step loop and checkpoints build on them
 //! (issue 4, in progress).
 
+pub mod checkpoint;
 mod config;
 mod error;
 pub mod optim;
+mod run;
 mod schedule;
 mod step;
 
@@ -14,5 +16,6 @@ pub use config::{
     TrainConfig, TrainSection,
 };
 pub use error::TrainError;
+pub use run::{MetricsRow, RunSummary, Start, loader_config, run};
 pub use schedule::ScheduleConfig;
 pub use step::{MAX_LOGIT_SCALE, StepReport, Stepper};

@@ -175,6 +175,41 @@ mod tests {
     }
 
     #[test]
+    fn every_parameter_of_a_fresh_model_gets_a_gradient() {
+        // Regression: biases once were re-created by `Param::map(zeros_like)`, which drops them
+        // out of autodiff; they then never trained (found by the exact-resume test).
+        let device = Device::flex().autodiff();
+        let model = preset("tiny")
+            .expect("preset")
+            .init(&device)
+            .expect("model");
+        let images = Tensor::<4>::ones([2, 3, 64, 64], &device);
+        let ids = vec![49406_i64, 320, 49407]
+            .into_iter()
+            .chain(std::iter::repeat_n(0, 74));
+        let ids: Vec<i64> = ids.clone().chain(ids).collect();
+        let tokens =
+            Tensor::<2, burn::tensor::Int>::from_data(TensorData::new(ids, [2, 77]), &device);
+        let loss = model
+            .encode_image(images)
+            .sum()
+            .add(model.encode_text(tokens).sum())
+            .add(model.logit_scale.val().sum());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let missing: Vec<String> = float_params(&model)
+            .into_iter()
+            .filter(|p| match p.rank {
+                1 => grads.get::<1>(p.id).is_none(),
+                2 => grads.get::<2>(p.id).is_none(),
+                3 => grads.get::<3>(p.id).is_none(),
+                _ => grads.get::<4>(p.id).is_none(),
+            })
+            .map(|p| p.path)
+            .collect();
+        assert!(missing.is_empty(), "no gradient for {missing:?}");
+    }
+
+    #[test]
     fn weight_decay_skips_the_no_decay_group() {
         // Zero gradients: AdamW's update is 0, only decoupled decay moves a parameter,
         // w <- w * (1 - lr * wd) = w * (1 - 0.1 * 0.2) = 0.98 w. ln_pre.gamma must not move.

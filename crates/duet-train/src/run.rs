@@ -1,0 +1,312 @@
+//! A training run: the loader feeding the [`Stepper`], metrics to `metrics.jsonl`, checkpoints
+//! every `checkpoint.every_steps` and at the end, and resuming from the newest good checkpoint.
+//!
+//! Run directory: `config.toml` (the resolved config), `metrics.jsonl` (one object per logged
+//! step), `checkpoints/` (see [`crate::checkpoint`]).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::Device;
+use duet_data::{
+    AutoReader, ClipTokenizer, FieldSelector, ImageTransformConfig, Loader, LoaderConfig,
+    LoaderSource, Normalize, PadToken, Stores, TextField, TokenizerConfig, TrainTransformConfig,
+    WeightedShard, parse_spec,
+};
+use duet_model::ClipConfig;
+use serde::Serialize;
+
+use crate::checkpoint::{self, CHECKPOINT_FORMAT_VERSION, TrainState};
+use crate::{Stepper, TrainConfig, TrainError};
+
+/// How a run starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// From a fresh, seeded initialisation; the run directory must not hold checkpoints.
+    Fresh,
+    /// From the newest good checkpoint in the run directory.
+    Resume,
+}
+
+/// One `metrics.jsonl` row.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct MetricsRow {
+    /// Steps completed (1-based: the row of the first step has `step = 1`).
+    pub step: u64,
+    /// The step's loss.
+    pub loss: f64,
+    /// The step's learning rate.
+    pub lr: f64,
+    /// `logit_scale` after the step.
+    pub logit_scale: f64,
+    /// Global gradient norm before clipping, when clipping is on.
+    pub grad_norm: Option<f64>,
+    /// Samples per second over the logging window.
+    pub samples_per_sec: f64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// The step the run started from (0 when fresh).
+    pub started_at: u64,
+    /// Steps completed at the end.
+    pub steps: u64,
+    /// Every step's loss, in order, from `started_at + 1`.
+    pub losses: Vec<f64>,
+    /// Problems with newer checkpoints that resuming skipped.
+    pub skipped_checkpoints: Vec<String>,
+    /// The last checkpoint written.
+    pub last_checkpoint: Option<PathBuf>,
+}
+
+/// The loader settings a train config implies for `clip`'s input size and statistics.
+pub fn loader_config(config: &TrainConfig, clip: &ClipConfig) -> LoaderConfig {
+    let data = &config.data;
+    let transform = ImageTransformConfig::Train(TrainTransformConfig {
+        image_size: clip.vision.image_size as u32,
+        normalize: Normalize {
+            mean: clip.vision.image_mean,
+            std: clip.vision.image_std,
+        },
+        ..TrainTransformConfig::default()
+    });
+    let mut loader = LoaderConfig {
+        sampling: data.sampling,
+        shuffle_buffer: data.shuffle_buffer,
+        readers: data.readers,
+        fields: FieldSelector {
+            image: data.image_keys.clone(),
+            text: TextField::Field {
+                name: data.text_key.clone(),
+            },
+        },
+        ..LoaderConfig::train(config.train.batch_size, config.train.seed, transform)
+    };
+    if data.decode_threads > 0 {
+        loader.decode_threads = data.decode_threads;
+    }
+    loader
+}
+
+fn data_error(source: duet_data::DataError) -> TrainError {
+    TrainError::Data { source }
+}
+
+/// Runs (or resumes) `config` in `run_dir` on `device` (an autodiff device). `stop_before`
+/// ends the run before that step without a final checkpoint, as a crash would (for tests).
+pub fn run(
+    config: &TrainConfig,
+    run_dir: &Path,
+    device: &Device,
+    start: Start,
+    stop_before: Option<u64>,
+) -> Result<RunSummary, TrainError> {
+    let checkpoints = run_dir.join("checkpoints");
+    let metrics_path = run_dir.join("metrics.jsonl");
+    let clip = config.clip_config()?;
+    let mut stepper;
+    let mut model;
+    let cursor;
+    let started_at;
+    let mut skipped_checkpoints = Vec::new();
+    match start {
+        Start::Fresh => {
+            if !checkpoint::list(&checkpoints)?.is_empty() {
+                return Err(TrainError::invalid(
+                    "run_dir",
+                    format!(
+                        "{} already holds checkpoints; resume it or choose another run directory",
+                        run_dir.display()
+                    ),
+                ));
+            }
+            std::fs::create_dir_all(run_dir).map_err(|e| run_io(run_dir, e))?;
+            let resolved = toml::to_string(config).map_err(|e| TrainError::Checkpoint {
+                path: run_dir.join("config.toml"),
+                message: e.to_string(),
+            })?;
+            std::fs::write(run_dir.join("config.toml"), resolved)
+                .map_err(|e| run_io(&run_dir.join("config.toml"), e))?;
+            std::fs::write(&metrics_path, "").map_err(|e| run_io(&metrics_path, e))?;
+            model = seeded_init(&clip, device, config.train.seed)?;
+            stepper = Stepper::new(
+                config.loss,
+                &config.optimizer,
+                config.train.on_nonfinite,
+                &model,
+            );
+            cursor = None;
+            started_at = 0;
+        }
+        Start::Resume => {
+            let (restored, skipped) = checkpoint::load_latest(&checkpoints, device)?;
+            skipped_checkpoints = skipped;
+            model = restored.model;
+            stepper = Stepper::new(
+                config.loss,
+                &config.optimizer,
+                config.train.on_nonfinite,
+                &model,
+            );
+            let optimizer = stepper.optimizer().clone().load_record(restored.optimizer);
+            stepper.set_optimizer(optimizer);
+            started_at = restored.state.step;
+            cursor = Some(restored.state.cursor);
+            truncate_metrics(&metrics_path, started_at)?;
+        }
+    }
+
+    let spec =
+        parse_spec(&config.data.train, config.data.upsampling.as_deref()).map_err(data_error)?;
+    let source = LoaderSource {
+        shards: WeightedShard::from_spec(&spec),
+        format: Arc::new(AutoReader::for_urls(spec.shards()).map_err(data_error)?),
+        store: Arc::new(Stores::from_env().map_err(data_error)?),
+    };
+    let tokenizer = ClipTokenizer::bundled(TokenizerConfig {
+        context_length: clip.text.context_length,
+        pad: PadToken::Zero,
+    })
+    .map_err(data_error)?;
+    let mut loader = Loader::start(
+        &loader_config(config, &clip),
+        source,
+        tokenizer,
+        cursor.as_ref(),
+    )
+    .map_err(data_error)?;
+
+    let total = config.train.steps;
+    let mut losses = Vec::new();
+    let mut last_checkpoint = None;
+    let mut window = (Instant::now(), 0usize);
+    for step in started_at..total {
+        if stop_before == Some(step) {
+            break;
+        }
+        let batch = loader
+            .next()
+            .ok_or_else(|| TrainError::invalid("data.train", "the loader ended early"))?
+            .map_err(data_error)?;
+        let images = batch.images_tensor(device);
+        let tokens = batch.tokens_tensor(device);
+        let samples = batch.len();
+        let batch_cursor = batch.cursor;
+        loader.recycle(batch.images);
+        let lr = config.schedule.lr(config.optimizer.lr, step, total);
+        let (next, report) = stepper.step(model, images, tokens, lr, step)?;
+        model = next;
+        losses.push(report.loss);
+        window.1 += samples;
+        let done = step + 1;
+        if done % config.log.every_steps == 0 || done == total {
+            let seconds = window.0.elapsed().as_secs_f64().max(1e-9);
+            append_metrics(
+                &metrics_path,
+                &MetricsRow {
+                    step: done,
+                    loss: report.loss,
+                    lr,
+                    logit_scale: report.logit_scale,
+                    grad_norm: report.grad_norm,
+                    samples_per_sec: window.1 as f64 / seconds,
+                },
+            )?;
+            window = (Instant::now(), 0);
+        }
+        if done % config.checkpoint.every_steps == 0 || done == total {
+            let state = TrainState {
+                format_version: CHECKPOINT_FORMAT_VERSION,
+                step: done,
+                cursor: batch_cursor,
+                config: config.clone(),
+            };
+            last_checkpoint = Some(checkpoint::save(
+                &checkpoints,
+                &model,
+                &clip,
+                stepper.optimizer(),
+                &state,
+                config.checkpoint.keep_last,
+            )?);
+        }
+    }
+    Ok(RunSummary {
+        started_at,
+        steps: started_at + losses.len() as u64,
+        losses,
+        skipped_checkpoints,
+        last_checkpoint,
+    })
+}
+
+/// burn's seed is process-wide on the CPU backend: two runs initialising at once (tests, or a
+/// library user) would interleave their draws. Seeding and initialising under one lock keeps a
+/// seeded init reproducible.
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn seeded_init(
+    clip: &ClipConfig,
+    device: &Device,
+    seed: u64,
+) -> Result<duet_model::ClipModel, TrainError> {
+    let _guard = INIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    device.seed(seed);
+    let model = clip.init(device).map_err(|source| TrainError::Model {
+        key: "model.config".into(),
+        source,
+    })?;
+    // burn initialises parameters lazily, at first use: draw them all now, under the lock.
+    model.visit(&mut Materialize);
+    Ok(model)
+}
+
+struct Materialize;
+
+impl burn::module::ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(
+        &mut self,
+        param: &burn::module::Param<burn::tensor::Tensor<D>>,
+    ) {
+        drop(param.val());
+    }
+}
+
+fn run_io(path: &Path, source: std::io::Error) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message: source.to_string(),
+    }
+}
+
+fn append_metrics(path: &Path, row: &MetricsRow) -> Result<(), TrainError> {
+    let line = serde_json::to_string(row).map_err(|e| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| run_io(path, e))?;
+    writeln!(file, "{line}").map_err(|e| run_io(path, e))
+}
+
+/// Drops the rows a crashed run logged after the checkpoint it resumes from.
+fn truncate_metrics(path: &Path, step: u64) -> Result<(), TrainError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| serde_json::from_str::<MetricsRow>(line).is_ok_and(|row| row.step <= step))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(path, kept).map_err(|e| run_io(path, e))
+}
