@@ -377,3 +377,98 @@ fn shards_build_writes_img2dataset_layout_that_reads_back() {
     assert_eq!(report["examples"][0]["key"], "000000");
     assert_eq!(report["examples"][1]["key"], "000001");
 }
+
+/// Train flags for a short, checkpoint-heavy run of the tiny model on the bundled sample.
+const SHORT_RUN: &[&str] = &[
+    "--config",
+    "configs/tiny.toml",
+    "--set",
+    "train.steps=16",
+    "--set",
+    "train.batch_size=16",
+    "--set",
+    "checkpoint.every_steps=2",
+    "--set",
+    "checkpoint.keep_last=3",
+    "--set",
+    "log.every_steps=1",
+    "--set",
+    "schedule.warmup_steps=2",
+    "--set",
+    "data.shuffle_buffer=50",
+];
+
+fn losses(run_dir: &Path) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics.jsonl");
+    text.lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).expect("a JSON row");
+            (
+                row["step"].as_u64().expect("step"),
+                row["loss"].as_f64().expect("loss"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn pretrain_killed_after_a_checkpoint_resumes_to_the_same_losses() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let full = tmp.path().join("full");
+    let killed = tmp.path().join("killed");
+    let mut args = vec!["pretrain"];
+    args.extend_from_slice(SHORT_RUN);
+    let full_str = full.to_str().expect("utf-8 path");
+    ok(&[args.as_slice(), &["--run-dir", full_str]].concat());
+    let reference = losses(&full);
+    assert_eq!(reference.len(), 16);
+
+    // The same run, SIGKILLed as soon as its first checkpoint is complete.
+    let killed_str = killed.to_str().expect("utf-8 path");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args([args.as_slice(), &["--run-dir", killed_str]].concat())
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("duet starts");
+    let latest = killed.join("checkpoints/latest");
+    let started = std::time::Instant::now();
+    while !latest.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no checkpoint"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let at_kill = std::fs::read_to_string(&latest).expect("latest");
+    assert_ne!(
+        at_kill.trim(),
+        "step-00000016",
+        "killed too late to test anything"
+    );
+
+    ok(&["resume", killed_str]);
+    let resumed = losses(&killed);
+    // Every step once, and each loss equal to the uninterrupted run's (JSON keeps f64 exact).
+    assert_eq!(resumed, reference, "killed at {at_kill}");
+}
+
+#[test]
+fn train_config_errors_are_one_line_naming_the_key() {
+    for (set, key) in [
+        ("train.batchsize=3", "batchsize"),
+        ("train.batch_size=\"x\"", "train.batch_size"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("model.image_size=60", "model.image_size"),
+    ] {
+        let out = duet(&["pretrain", "--config", "configs/tiny.toml", "--set", set]);
+        assert!(!out.status.success(), "{set} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let error: Vec<&str> = stderr.lines().filter(|l| l.starts_with("Error")).collect();
+        assert_eq!(error.len(), 1, "{set}: {stderr}");
+        assert!(error[0].contains(key), "{set}: {stderr}");
+    }
+}

@@ -5,6 +5,7 @@ mod embed;
 mod export;
 mod output;
 mod shards;
+mod train;
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -23,6 +24,10 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Write a model directory in another layout (e.g. OpenCLIP -> Hugging Face).
     Export(export::ExportArgs),
+    /// Train a model from a train config (TOML) into a run directory.
+    Pretrain(train::PretrainArgs),
+    /// Continue a run from its newest good checkpoint, exactly where it stopped.
+    Resume(train::ResumeArgs),
     /// Build or inspect webdataset shards.
     #[command(subcommand)]
     Shards(shards::ShardsCommand),
@@ -48,5 +53,7 @@ fn main() -> Result<()> {
         }
         Command::Export(args) => export::run(args),
         Command::Shards(command) => shards::run(command),
+        Command::Pretrain(args) => train::pretrain(&args),
+        Command::Resume(args) => train::resume(&args),
     }
 }

@@ -1,0 +1,95 @@
+//! `duet pretrain` and `duet resume`: a run directory from a train config, and its continuation.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use duet_train::{RunSummary, Start, TrainConfig, run};
+
+use crate::backend::DeviceKind;
+
+/// Arguments of `duet pretrain`.
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    /// The train config (TOML), e.g. `configs/tiny.toml`.
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config value: `--set train.steps=100` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    overrides: Vec<String>,
+    /// The run directory; `runs/<config name>` by default.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Where to train.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceKind,
+}
+
+/// Arguments of `duet resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// A run directory made by `duet pretrain`.
+    run_dir: PathBuf,
+    /// Where to train.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceKind,
+}
+
+/// `duet pretrain`.
+pub fn pretrain(args: &PretrainArgs) -> Result<()> {
+    let config = TrainConfig::load(&args.config, &args.overrides)?;
+    let run_dir = match &args.run_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let stem = args
+                .config
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into());
+            Path::new("runs").join(stem)
+        }
+    };
+    let device = args.device.device()?.autodiff();
+    tracing::info!(
+        "training {} for {} steps of {} in {}",
+        config.model.config,
+        config.train.steps,
+        config.train.batch_size,
+        run_dir.display()
+    );
+    let summary = run(&config, &run_dir, &device, Start::Fresh, None)
+        .with_context(|| format!("run {}", run_dir.display()))?;
+    report(&summary, &run_dir);
+    Ok(())
+}
+
+/// `duet resume`.
+pub fn resume(args: &ResumeArgs) -> Result<()> {
+    let config_path = args.run_dir.join("config.toml");
+    if !config_path.is_file() {
+        bail!(
+            "{} is not a duet run directory (no config.toml)",
+            args.run_dir.display()
+        );
+    }
+    let config = TrainConfig::load(&config_path, &[])?;
+    let device = args.device.device()?.autodiff();
+    let summary = run(&config, &args.run_dir, &device, Start::Resume, None)
+        .with_context(|| format!("resume {}", args.run_dir.display()))?;
+    for problem in &summary.skipped_checkpoints {
+        tracing::warn!("skipped a checkpoint: {problem}");
+    }
+    tracing::info!("resumed from step {}", summary.started_at);
+    report(&summary, &args.run_dir);
+    Ok(())
+}
+
+fn report(summary: &RunSummary, run_dir: &Path) {
+    let last = summary.losses.last().copied().unwrap_or(f64::NAN);
+    println!(
+        "step {} done, last loss {last:.4}; metrics in {}, checkpoints in {}",
+        summary.steps,
+        run_dir.join("metrics.jsonl").display(),
+        run_dir.join("checkpoints").display()
+    );
+}
