@@ -472,3 +472,47 @@ fn train_config_errors_are_one_line_naming_the_key() {
         assert!(error[0].contains(key), "{set}: {stderr}");
     }
 }
+
+#[test]
+fn sigterm_checkpoints_and_exits_cleanly() {
+    // Preemption: SIGTERM finishes the current step, saves a checkpoint at it, exits 0.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("run");
+    let dir_str = dir.to_str().expect("utf-8 path");
+    let mut args = vec!["pretrain"];
+    args.extend_from_slice(SHORT_RUN);
+    let child = Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args(
+            [
+                args.as_slice(),
+                &["--run-dir", dir_str, "--set", "train.steps=1000"],
+            ]
+            .concat(),
+        )
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("duet starts");
+    let metrics = dir.join("metrics.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 3 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("duet exits");
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("interrupted at step"));
+    let last_step = losses(&dir).last().expect("rows").0;
+    let latest = std::fs::read_to_string(dir.join("checkpoints/latest")).expect("latest");
+    assert_eq!(latest.trim(), format!("step-{last_step:08}"));
+    assert!(last_step < 1000);
+}

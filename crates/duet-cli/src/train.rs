@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use duet_train::{RunSummary, Start, TrainConfig, run};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use duet_train::{Control, RunSummary, Start, TrainConfig, run};
 
 use crate::backend::DeviceKind;
 
@@ -57,7 +60,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         config.train.batch_size,
         run_dir.display()
     );
-    let summary = run(&config, &run_dir, &device, Start::Fresh, None)
+    let summary = run(&config, &run_dir, &device, Start::Fresh, &control()?)
         .with_context(|| format!("run {}", run_dir.display()))?;
     report(&summary, &run_dir);
     Ok(())
@@ -74,7 +77,7 @@ pub fn resume(args: &ResumeArgs) -> Result<()> {
     }
     let config = TrainConfig::load(&config_path, &[])?;
     let device = args.device.device()?.autodiff();
-    let summary = run(&config, &args.run_dir, &device, Start::Resume, None)
+    let summary = run(&config, &args.run_dir, &device, Start::Resume, &control()?)
         .with_context(|| format!("resume {}", args.run_dir.display()))?;
     for problem in &summary.skipped_checkpoints {
         tracing::warn!("skipped a checkpoint: {problem}");
@@ -84,7 +87,31 @@ pub fn resume(args: &ResumeArgs) -> Result<()> {
     Ok(())
 }
 
+/// SIGINT (Ctrl-C) and SIGTERM (preemption) finish the current step, checkpoint, and exit
+/// cleanly; `duet resume` continues from there.
+fn control() -> Result<Control> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = flag.clone();
+    ctrlc::set_handler(move || {
+        handler_flag.store(true, Ordering::SeqCst);
+        eprintln!("duet: stopping after this step, saving a checkpoint");
+    })
+    .context("installing the SIGINT/SIGTERM handler")?;
+    Ok(Control {
+        stop_before: None,
+        interrupt: Some(flag),
+    })
+}
+
 fn report(summary: &RunSummary, run_dir: &Path) {
+    if summary.interrupted {
+        println!(
+            "interrupted at step {}; continue with `duet resume {}`",
+            summary.steps,
+            run_dir.display()
+        );
+        return;
+    }
     let last = summary.losses.last().copied().unwrap_or(f64::NAN);
     println!(
         "step {} done, last loss {last:.4}; metrics in {}, checkpoints in {}",

@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
@@ -61,6 +62,8 @@ pub struct RunSummary {
     pub skipped_checkpoints: Vec<String>,
     /// The last checkpoint written.
     pub last_checkpoint: Option<PathBuf>,
+    /// Whether the run stopped early on [`Control::interrupt`] (after checkpointing).
+    pub interrupted: bool,
 }
 
 /// The loader settings a train config implies for `clip`'s input size and statistics.
@@ -96,14 +99,22 @@ fn data_error(source: duet_data::DataError) -> TrainError {
     TrainError::Data { source }
 }
 
-/// Runs (or resumes) `config` in `run_dir` on `device` (an autodiff device). `stop_before`
-/// ends the run before that step without a final checkpoint, as a crash would (for tests).
+/// Ways to end a run early.
+#[derive(Debug, Clone, Default)]
+pub struct Control {
+    /// End before this step without a checkpoint, as a crash would (tests).
+    pub stop_before: Option<u64>,
+    /// Set (e.g. by a SIGINT/SIGTERM handler) to checkpoint after the current step and return.
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+/// Runs (or resumes) `config` in `run_dir` on `device` (an autodiff device).
 pub fn run(
     config: &TrainConfig,
     run_dir: &Path,
     device: &Device,
     start: Start,
-    stop_before: Option<u64>,
+    control: &Control,
 ) -> Result<RunSummary, TrainError> {
     let checkpoints = run_dir.join("checkpoints");
     let metrics_path = run_dir.join("metrics.jsonl");
@@ -184,8 +195,9 @@ pub fn run(
     let mut losses = Vec::new();
     let mut last_checkpoint = None;
     let mut window = (Instant::now(), 0usize);
+    let mut stopped_early = false;
     for step in started_at..total {
-        if stop_before == Some(step) {
+        if control.stop_before == Some(step) {
             break;
         }
         let batch = loader
@@ -218,7 +230,11 @@ pub fn run(
             )?;
             window = (Instant::now(), 0);
         }
-        if done % config.checkpoint.every_steps == 0 || done == total {
+        let interrupted = control
+            .interrupt
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::SeqCst));
+        if done % config.checkpoint.every_steps == 0 || done == total || interrupted {
             let state = TrainState {
                 format_version: CHECKPOINT_FORMAT_VERSION,
                 step: done,
@@ -234,6 +250,10 @@ pub fn run(
                 config.checkpoint.keep_last,
             )?);
         }
+        if interrupted {
+            stopped_early = true;
+            break;
+        }
     }
     Ok(RunSummary {
         started_at,
@@ -241,6 +261,7 @@ pub fn run(
         losses,
         skipped_checkpoints,
         last_checkpoint,
+        interrupted: stopped_early,
     })
 }
 

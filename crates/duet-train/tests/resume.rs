@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use duet_train::{RunSummary, Start, TrainConfig, run};
+use duet_train::{Control, RunSummary, Start, TrainConfig, run};
 
 fn sample_spec() -> String {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -49,7 +49,11 @@ every_steps = 1
 
 fn train(dir: &Path, start: Start, stop_before: Option<u64>) -> RunSummary {
     let device = Device::flex().autodiff();
-    run(&config(), dir, &device, start, stop_before).expect("runs")
+    let control = Control {
+        stop_before,
+        interrupt: None,
+    };
+    run(&config(), dir, &device, start, &control).expect("runs")
 }
 
 fn bits(losses: &[f64]) -> Vec<u64> {
@@ -115,7 +119,14 @@ fn fresh_start_refuses_a_run_directory_with_checkpoints() {
     let dir = tempfile::tempdir().expect("temp dir");
     train(dir.path(), Start::Fresh, Some(2));
     let device = Device::flex().autodiff();
-    let err = run(&config(), dir.path(), &device, Start::Fresh, None).expect_err("refused");
+    let err = run(
+        &config(),
+        dir.path(),
+        &device,
+        Start::Fresh,
+        &Control::default(),
+    )
+    .expect_err("refused");
     assert!(
         err.to_string().contains("already holds checkpoints"),
         "{err}"
