@@ -7,7 +7,8 @@ use clap::Args;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use duet_train::{Control, RunSummary, Start, TrainConfig, run};
+use duet_train::{Control, Progress, ProgressFn, RunSummary, Start, TrainConfig, run};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::DeviceKind;
 
@@ -100,6 +101,28 @@ fn control() -> Result<Control> {
     Ok(Control {
         stop_before: None,
         interrupt: Some(flag),
+        progress: Some(progress_bar()),
+    })
+}
+
+/// An `indicatif` bar on stderr: step/total, loss, lr, samples/s, ETA. Hidden when stderr is
+/// not a terminal (logs, CI).
+fn progress_bar() -> ProgressFn {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    Arc::new(move |p: &Progress| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+        bar.set_message(format!(
+            "loss {:.4}  lr {:.2e}  {:.0} samples/s",
+            p.loss, p.lr, p.samples_per_sec
+        ));
+        if p.done == p.total {
+            bar.finish();
+        }
     })
 }
 

@@ -16,6 +16,6 @@ pub use config::{
     TrainConfig, TrainSection,
 };
 pub use error::TrainError;
-pub use run::{Control, MetricsRow, RunSummary, Start, loader_config, run};
+pub use run::{Control, MetricsRow, Progress, ProgressFn, RunSummary, Start, loader_config, run};
 pub use schedule::ScheduleConfig;
 pub use step::{MAX_LOGIT_SCALE, StepReport, Stepper};

@@ -99,13 +99,43 @@ fn data_error(source: duet_data::DataError) -> TrainError {
     TrainError::Data { source }
 }
 
-/// Ways to end a run early.
-#[derive(Debug, Clone, Default)]
+/// A step's progress, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Steps completed.
+    pub done: u64,
+    /// Steps in the run.
+    pub total: u64,
+    /// This step's loss.
+    pub loss: f64,
+    /// This step's learning rate.
+    pub lr: f64,
+    /// Samples per second over this step.
+    pub samples_per_sec: f64,
+}
+
+/// Called after every step.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Ways to watch and end a run early.
+#[derive(Clone, Default)]
 pub struct Control {
     /// End before this step without a checkpoint, as a crash would (tests).
     pub stop_before: Option<u64>,
     /// Set (e.g. by a SIGINT/SIGTERM handler) to checkpoint after the current step and return.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Called after every step (a progress bar).
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("stop_before", &self.stop_before)
+            .field("interrupt", &self.interrupt)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 /// Runs (or resumes) `config` in `run_dir` on `device` (an autodiff device).
@@ -210,7 +240,17 @@ pub fn run(
         let batch_cursor = batch.cursor;
         loader.recycle(batch.images);
         let lr = config.schedule.lr(config.optimizer.lr, step, total);
+        let step_started = Instant::now();
         let (next, report) = stepper.step(model, images, tokens, lr, step)?;
+        if let Some(progress) = &control.progress {
+            progress(&Progress {
+                done: step + 1,
+                total,
+                loss: report.loss,
+                lr,
+                samples_per_sec: samples as f64 / step_started.elapsed().as_secs_f64().max(1e-9),
+            });
+        }
         model = next;
         losses.push(report.loss);
         window.1 += samples;

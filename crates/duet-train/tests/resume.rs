@@ -51,7 +51,7 @@ fn train(dir: &Path, start: Start, stop_before: Option<u64>) -> RunSummary {
     let device = Device::flex().autodiff();
     let control = Control {
         stop_before,
-        interrupt: None,
+        ..Control::default()
     };
     run(&config(), dir, &device, start, &control).expect("runs")
 }
