@@ -454,6 +454,19 @@ fn pretrain_killed_after_a_checkpoint_resumes_to_the_same_losses() {
     let resumed = losses(&killed);
     // Every step once, and each loss equal to the uninterrupted run's (JSON keeps f64 exact).
     assert_eq!(resumed, reference, "killed at {at_kill}");
+
+    // The run exports as a Hugging Face model (its latest checkpoint).
+    let hf = tmp.path().join("hf");
+    ok(&[
+        "export",
+        "--model",
+        killed_str,
+        "--format",
+        "hf",
+        "--out",
+        hf.to_str().expect("utf-8 path"),
+    ]);
+    assert!(hf.join("config.json").is_file() && hf.join("model.safetensors").is_file());
 }
 
 #[test]

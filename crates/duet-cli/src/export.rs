@@ -1,6 +1,6 @@
 //! `duet export`: read a model directory of any known layout, write it in another.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::tensor::Device;
@@ -19,7 +19,8 @@ pub enum Format {
 /// Arguments of `duet export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Source model directory: Hugging Face, OpenCLIP or duet layout.
+    /// Source: a model directory (Hugging Face, OpenCLIP or duet layout), a checkpoint
+    /// (`runs/x/checkpoints/step-00000300`), or a run directory (its `latest` checkpoint).
     #[arg(long)]
     model: PathBuf,
     /// Layout to write.
@@ -30,11 +31,23 @@ pub struct ExportArgs {
     out: PathBuf,
 }
 
+/// A run directory stands for its `latest` checkpoint; anything else is taken as it is.
+fn model_dir(path: &Path) -> Result<PathBuf> {
+    let latest = path.join("checkpoints").join("latest");
+    if !latest.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let name = std::fs::read_to_string(&latest)
+        .with_context(|| format!("reading {}", latest.display()))?;
+    Ok(path.join("checkpoints").join(name.trim()))
+}
+
 /// Runs `duet export`.
 pub fn run(args: ExportArgs) -> Result<()> {
     let device = Device::flex();
-    let loaded = load_model(&args.model, &device)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let source = model_dir(&args.model)?;
+    let loaded =
+        load_model(&source, &device).with_context(|| format!("loading {}", source.display()))?;
     match args.format {
         Format::Hf => save_hf(&loaded.model, &loaded.config, &args.out)?,
         Format::Duet => {
