@@ -4,44 +4,20 @@
 //! Problems only decoding or field selection can see (`later` in the manifest) must arrive here
 //! as ordinary samples.
 
+mod bad_corpus;
 mod common;
 
 use std::collections::BTreeMap;
 
-use duet_data::reader::{CsvColumns, ParquetColumns, ReadEvent, ShardFormat};
-use serde::Deserialize;
-
-use common::workspace_path;
 use duet_data::LocalStore;
+use duet_data::reader::{ReadEvent, ShardFormat};
 
-#[derive(Debug, Deserialize)]
-struct Expected {
-    format: String,
-    samples: Vec<String>,
-    skipped: BTreeMap<String, String>,
-    shard_failed: Option<String>,
-}
-
-/// The format settings a manifest entry implies.
-fn format_of(name: &str, format: &str) -> ShardFormat {
-    match (name, format) {
-        ("binary.parquet", _) => ShardFormat::Parquet(ParquetColumns {
-            image: "jpg".into(),
-            caption: "text".into(),
-        }),
-        (_, "tar") => ShardFormat::Tar,
-        (_, "parquet") => ShardFormat::Parquet(ParquetColumns::default()),
-        (_, "csv") => ShardFormat::Csv(CsvColumns::default()),
-        (_, "folder") => ShardFormat::Folder,
-        other => panic!("unknown format {other:?}"),
-    }
-}
+use bad_corpus::{format_of, manifest};
 
 #[test]
 fn every_reader_level_problem_is_reported_and_every_other_sample_arrives() {
-    let dir = workspace_path("crates/duet-data/tests/fixtures/bad");
-    let manifest = std::fs::read_to_string(format!("{dir}/MANIFEST.json")).expect("manifest");
-    let manifest: BTreeMap<String, Expected> = serde_json::from_str(&manifest).expect("json");
+    let dir = bad_corpus::dir();
+    let manifest = manifest();
     assert_eq!(manifest.len(), 9);
     for (name, expected) in &manifest {
         let url = format!("{dir}/{name}");
@@ -92,7 +68,7 @@ fn every_reader_level_problem_is_reported_and_every_other_sample_arrives() {
 
 #[test]
 fn resuming_mid_shard_gives_the_tail() {
-    let dir = workspace_path("crates/duet-data/tests/fixtures/bad");
+    let dir = bad_corpus::dir();
     // mixed.tar positions: 00000000..00000007 are 0..7, the duplicate 00000000 is 8, then 8 is 9.
     let events: Vec<_> = ShardFormat::Tar
         .reader()

@@ -3,20 +3,19 @@
 //! after a restored cursor equal the uninterrupted run's bit for bit, and no data is an error,
 //! never a hang.
 
+mod bad_corpus;
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use duet_data::reader::{CsvColumns, ParquetColumns, ShardFormat};
+use bad_corpus::{Entry, format_of};
+use common::workspace_path;
 use duet_data::{
     AutoReader, Batch, ClipTokenizer, DataError, EvalTransformConfig, ImageTransformConfig, Loader,
     LoaderConfig, LoaderCursor, LoaderSource, LocalStore, MemoryStore, Sampling, ShardReader,
     ShardStore, SkipReason, TokenizerConfig, TrainTransformConfig, WeightedShard, parse_spec,
 };
-use serde::Deserialize;
-
-use common::workspace_path;
 
 /// The bundled sample's training shards: 499 + 498 + 191 = 1,188 good samples
 /// (`datasets/sample/train/*_stats.json`, `successes`).
@@ -251,39 +250,10 @@ fn resampled_shards_of_only_bad_samples_stop_with_an_error() {
     assert!(message.contains("undecodable_image=50"), "{message}");
 }
 
-#[derive(Debug, Deserialize)]
-struct Later {
-    reason: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Expected {
-    format: String,
-    good: Vec<String>,
-    later: BTreeMap<String, Later>,
-    skipped: BTreeMap<String, String>,
-    shard_failed: Option<String>,
-}
-
-fn format_of(name: &str, format: &str) -> ShardFormat {
-    match (name, format) {
-        ("binary.parquet", _) => ShardFormat::Parquet(ParquetColumns {
-            image: "jpg".into(),
-            caption: "text".into(),
-        }),
-        (_, "tar") => ShardFormat::Tar,
-        (_, "parquet") => ShardFormat::Parquet(ParquetColumns::default()),
-        (_, "csv") => ShardFormat::Csv(CsvColumns::default()),
-        (_, "folder") => ShardFormat::Folder,
-        other => panic!("unknown format {other:?}"),
-    }
-}
-
 #[test]
 fn bad_input_corpus_through_the_whole_pipeline() {
-    let dir = workspace_path("crates/duet-data/tests/fixtures/bad");
-    let manifest = std::fs::read_to_string(format!("{dir}/MANIFEST.json")).expect("manifest");
-    let manifest: BTreeMap<String, Expected> = serde_json::from_str(&manifest).expect("json");
+    let dir = bad_corpus::dir();
+    let manifest = bad_corpus::manifest();
     let mut reasons_seen = BTreeSet::new();
     for (name, expected) in &manifest {
         let url = format!("{dir}/{name}");
@@ -337,7 +307,7 @@ fn bad_input_corpus_through_the_whole_pipeline() {
 
 fn check_counts(
     name: &str,
-    expected: &Expected,
+    expected: &Entry,
     skipped: &duet_data::SkipCounts,
     seen: &mut BTreeSet<String>,
 ) {

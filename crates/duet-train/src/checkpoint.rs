@@ -74,14 +74,16 @@ pub struct Restored {
     pub dir: PathBuf,
 }
 
-fn io(path: &Path, source: std::io::Error) -> TrainError {
+/// An I/O error on a run or checkpoint file, naming the file.
+pub(crate) fn io(path: &Path, source: std::io::Error) -> TrainError {
     TrainError::Checkpoint {
         path: path.to_path_buf(),
         message: source.to_string(),
     }
 }
 
-fn bad(path: &Path, message: impl Into<String>) -> TrainError {
+/// Any other problem with a run or checkpoint file, naming the file.
+pub(crate) fn bad(path: &Path, message: impl Into<String>) -> TrainError {
     TrainError::Checkpoint {
         path: path.to_path_buf(),
         message: message.into(),

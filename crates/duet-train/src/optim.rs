@@ -243,6 +243,15 @@ mod tests {
         assert_eq!(gamma_after, gamma.val().into_data(), "no decay on gains");
     }
 
+    fn values<const D: usize>(grads: &GradientsParams, id: ParamId) -> Vec<f32> {
+        grads
+            .get::<D>(id)
+            .expect("a gradient")
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32")
+    }
+
     #[test]
     fn global_norm_clipping_scales_all_gradients_together() {
         // Two gradients, [3, 0] and [[0, 4]]: global norm 5. Clipping to 1 scales both by
@@ -268,29 +277,14 @@ mod tests {
         ];
         let norm = clip_global_norm(&mut grads, &params, 1.0);
         assert!((norm - 5.0).abs() < 1e-6, "{norm}");
-        let a = grads
-            .get::<1>(ida)
-            .expect("a")
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32");
-        let b = grads
-            .get::<2>(idb)
-            .expect("b")
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32");
+        let a = values::<1>(&grads, ida);
+        let b = values::<2>(&grads, idb);
         assert!((a[0] - 0.6).abs() < 1e-6 && a[1] == 0.0, "{a:?}");
         assert!((b[1] - 0.8).abs() < 1e-6 && b[0] == 0.0, "{b:?}");
         // Under the limit nothing changes: norm 1 (after clipping) <= 10.
         let norm = clip_global_norm(&mut grads, &params, 10.0);
         assert!((norm - 1.0).abs() < 1e-5, "{norm}");
-        let a = grads
-            .get::<1>(ida)
-            .expect("a")
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32");
+        let a = values::<1>(&grads, ida);
         assert!((a[0] - 0.6).abs() < 1e-6);
     }
 }

@@ -20,7 +20,7 @@ use duet_data::{
 use duet_model::ClipConfig;
 use serde::Serialize;
 
-use crate::checkpoint::{self, CHECKPOINT_FORMAT_VERSION, TrainState};
+use crate::checkpoint::{self, CHECKPOINT_FORMAT_VERSION, TrainState, bad, io};
 use crate::{Stepper, TrainConfig, TrainError};
 
 /// How a run starts.
@@ -165,14 +165,12 @@ pub fn run(
                     ),
                 ));
             }
-            std::fs::create_dir_all(run_dir).map_err(|e| run_io(run_dir, e))?;
-            let resolved = toml::to_string(config).map_err(|e| TrainError::Checkpoint {
-                path: run_dir.join("config.toml"),
-                message: e.to_string(),
-            })?;
+            std::fs::create_dir_all(run_dir).map_err(|e| io(run_dir, e))?;
+            let resolved = toml::to_string(config)
+                .map_err(|e| bad(&run_dir.join("config.toml"), e.to_string()))?;
             std::fs::write(run_dir.join("config.toml"), resolved)
-                .map_err(|e| run_io(&run_dir.join("config.toml"), e))?;
-            std::fs::write(&metrics_path, "").map_err(|e| run_io(&metrics_path, e))?;
+                .map_err(|e| io(&run_dir.join("config.toml"), e))?;
+            std::fs::write(&metrics_path, "").map_err(|e| io(&metrics_path, e))?;
             model = seeded_init(&clip, device, config.train.seed)?;
             stepper = Stepper::new(
                 config.loss,
@@ -339,24 +337,14 @@ impl burn::module::ModuleVisitor for Materialize {
     }
 }
 
-fn run_io(path: &Path, source: std::io::Error) -> TrainError {
-    TrainError::Checkpoint {
-        path: path.to_path_buf(),
-        message: source.to_string(),
-    }
-}
-
 fn append_metrics(path: &Path, row: &MetricsRow) -> Result<(), TrainError> {
-    let line = serde_json::to_string(row).map_err(|e| TrainError::Checkpoint {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let line = serde_json::to_string(row).map_err(|e| bad(path, e.to_string()))?;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| run_io(path, e))?;
-    writeln!(file, "{line}").map_err(|e| run_io(path, e))
+        .map_err(|e| io(path, e))?;
+    writeln!(file, "{line}").map_err(|e| io(path, e))
 }
 
 /// Drops the rows a crashed run logged after the checkpoint it resumes from.
@@ -369,5 +357,5 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), TrainError> {
         .filter(|line| serde_json::from_str::<MetricsRow>(line).is_ok_and(|row| row.step <= step))
         .map(|line| format!("{line}\n"))
         .collect();
-    std::fs::write(path, kept).map_err(|e| run_io(path, e))
+    std::fs::write(path, kept).map_err(|e| io(path, e))
 }

@@ -255,7 +255,7 @@ impl Loader {
                 what: "decode",
                 source: std::io::Error::other(error),
             })?;
-        let (recycle_tx, recycled) = channel();
+        let (recycle, recycled) = channel();
         let mut producer = Producer {
             config: config.clone(),
             source,
@@ -265,7 +265,6 @@ impl Loader {
             cursor: fresh_cursor(0, config.readers),
             skipped: Arc::default(),
             recycled,
-            recycle_tx,
             chunk: (threads * CHUNK_PER_THREAD).max(32),
         };
         match cursor {
@@ -273,7 +272,6 @@ impl Loader {
             None => producer.start_epoch(0)?,
         }
         let skipped = producer.skipped.clone();
-        let recycle = producer.recycle_tx.clone();
         let (tx, rx) = sync_channel(config.prefetch_batches);
         let thread = std::thread::Builder::new()
             .name("duet-loader".into())
@@ -342,7 +340,6 @@ struct Producer {
     skipped: Arc<Mutex<SkipCounts>>,
     /// Image buffers handed back by the consumer.
     recycled: Receiver<Vec<f32>>,
-    recycle_tx: Sender<Vec<f32>>,
     chunk: usize,
 }
 
@@ -519,9 +516,9 @@ impl Producer {
         if !epoch_done {
             return Ok(Flow::Continue);
         }
-        // The end of the epoch: every reader skip is in; the partial batch goes or stays.
+        // The end of the epoch: every reader skip is in the sequencer's state; the partial batch
+        // goes or stays.
         self.cursor.sequencer = self.sequencer.as_ref().map_or(snapshot, Sequencer::state);
-        self.cursor.sequencer.skips = reader_skips;
         self.cursor.skip_raw = 0;
         if !pending.is_empty() && !self.config.drop_last && !self.emit(pending, tx) {
             return Ok(Flow::Stop);
