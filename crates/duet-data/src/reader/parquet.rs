@@ -364,7 +364,7 @@ impl ChunkReader for RowGroupBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reader::testing::{MapStore, summary};
+    use crate::reader::testing::{MapStore, samples, summary};
 
     /// `scripts/make_bad_corpus.py`'s HF-style file: 6 rows in 2 row groups of 3; row 2's image
     /// bytes and row 3's caption are null.
@@ -374,13 +374,7 @@ mod tests {
     fn reads_rows_through_ranged_reads_only() {
         let store = MapStore::with(&[("hf.parquet", HF)]);
         let reader = ParquetReader::new(ParquetColumns::default());
-        let samples: Vec<_> = reader
-            .read(&store, "hf.parquet", 0)
-            .map(|e| match e {
-                ReadEvent::Sample(s) => s,
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let samples = samples(&reader, &store, "hf.parquet");
         assert_eq!(samples.len(), 6);
         assert_eq!(&samples[0].fields[IMAGE_FIELD][..2], [0xff, 0xd8]); // JPEG SOI
         assert_eq!(samples[1].fields[IMAGE_FIELD], b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n<body>gone</body></html>\n");

@@ -299,7 +299,7 @@ fn is_meta(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reader::testing::{MapStore, summary};
+    use crate::reader::testing::{MapStore, samples, summary};
 
     /// A tar of `(path, bytes)` regular members, as `tar` (ustar, two zero blocks) writes it.
     fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
@@ -349,13 +349,7 @@ mod tests {
             ("__meta__/info.json", b"{}"),
         ]);
         let store = MapStore::with(&[("s.tar", &tar)]);
-        let samples: Vec<_> = TarReader
-            .read(&store, "s.tar", 0)
-            .map(|e| match e {
-                ReadEvent::Sample(s) => s,
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect();
+        let samples = samples(&TarReader, &store, "s.tar");
         assert_eq!(samples.len(), 2);
         assert_eq!(samples[0].key, "a/1");
         let fields: Vec<_> = samples[0].fields.keys().map(String::as_str).collect();

@@ -4,9 +4,9 @@ use std::io::Read;
 use std::ops::Range;
 use std::sync::Mutex;
 
-use crate::DataError;
 use crate::reader::{ReadEvent, ShardReader};
 use crate::source::{MemoryStore, ShardStore};
+use crate::{DataError, RawSample};
 
 /// The shared [`MemoryStore`], recording ranged reads so tests can check that parquet reads
 /// ranges.
@@ -61,6 +61,21 @@ pub(crate) fn summary(
                 format!("!{reason} {}", key.unwrap_or_default())
             }
             ReadEvent::ShardFailed { reason, .. } => format!("FAILED {reason}"),
+        })
+        .collect()
+}
+
+/// Every sample of `url`, panicking on any skip or failure (for shards that must read cleanly).
+pub(crate) fn samples(
+    reader: &dyn ShardReader,
+    store: &dyn ShardStore,
+    url: &str,
+) -> Vec<RawSample> {
+    reader
+        .read(store, url, 0)
+        .map(|event| match event {
+            ReadEvent::Sample(s) => s,
+            other => panic!("unexpected {other:?}"),
         })
         .collect()
 }
