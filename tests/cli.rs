@@ -469,6 +469,74 @@ fn pretrain_killed_after_a_checkpoint_resumes_to_the_same_losses() {
     assert!(hf.join("config.json").is_file() && hf.join("model.safetensors").is_file());
 }
 
+/// Every f32 tensor of a safetensors file, by name.
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).expect("safetensors file");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid");
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.data().to_vec()))
+        .collect()
+}
+
+#[test]
+fn finetune_from_hf_with_a_locked_image_tower_trains_only_the_text_side() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let run_dir = tmp.path().join("lit");
+    let run_str = run_dir.to_str().expect("utf-8 path");
+    let hf_fixture = "tests/fixtures/clip-tiny/hf";
+    let mut args = vec!["finetune", "--from", hf_fixture, "--lock-image"];
+    args.extend_from_slice(SHORT_RUN);
+    args.extend_from_slice(&["--set", "train.steps=4", "--run-dir", run_str]);
+    ok(&args);
+    let config = std::fs::read_to_string(run_dir.join("config.toml")).expect("config.toml");
+    assert!(
+        config.contains("from = ") && config.contains("image = true"),
+        "{config}"
+    );
+
+    // Export back to the HF layout (exact round trip) and compare with the weights it started
+    // from, tensor by tensor.
+    let out = tmp.path().join("hf");
+    ok(&[
+        "export",
+        "--model",
+        run_str,
+        "--format",
+        "hf",
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    let before = tensors(&root().join(hf_fixture).join("model.safetensors"));
+    let after = tensors(&out.join("model.safetensors"));
+    let (mut image, mut text_changed, mut text) = (0, 0, 0);
+    for (name, old) in &before {
+        let Some(new) = after.get(name) else { continue };
+        if name.starts_with("vision_model.") || name == "visual_projection.weight" {
+            assert_eq!(
+                old, new,
+                "{name} changed although the image tower is locked"
+            );
+            image += 1;
+        } else if name.starts_with("text_model.") || name == "text_projection.weight" {
+            text += 1;
+            text_changed += usize::from(old != new);
+        }
+    }
+    // The tiny HF fixture: 2-block towers, so well over 20 tensors per tower.
+    assert!(image > 20, "only {image} image tensors compared");
+    // Every trained text tensor moves; attention key biases get (near) zero gradient.
+    assert!(
+        text_changed * 10 >= text * 8,
+        "{text_changed} of {text} text tensors changed"
+    );
+    assert_ne!(
+        before.get("logit_scale"),
+        after.get("logit_scale"),
+        "logit_scale trains"
+    );
+}
+
 #[test]
 fn train_config_errors_are_one_line_naming_the_key() {
     for (set, key) in [

@@ -1,6 +1,6 @@
 //! `duet export`: read a model directory of any known layout, write it in another.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use burn::tensor::Device;
@@ -31,21 +31,10 @@ pub struct ExportArgs {
     out: PathBuf,
 }
 
-/// A run directory stands for its `latest` checkpoint; anything else is taken as it is.
-fn model_dir(path: &Path) -> Result<PathBuf> {
-    let latest = path.join("checkpoints").join("latest");
-    if !latest.is_file() {
-        return Ok(path.to_path_buf());
-    }
-    let name = std::fs::read_to_string(&latest)
-        .with_context(|| format!("reading {}", latest.display()))?;
-    Ok(path.join("checkpoints").join(name.trim()))
-}
-
 /// Runs `duet export`.
 pub fn run(args: ExportArgs) -> Result<()> {
     let device = Device::flex();
-    let source = model_dir(&args.model)?;
+    let source = duet_train::checkpoint::resolve_model_dir(&args.model)?;
     let loaded =
         load_model(&source, &device).with_context(|| format!("loading {}", source.display()))?;
     match args.format {

@@ -26,6 +26,9 @@ enum Command {
     Export(export::ExportArgs),
     /// Train a model from a train config (TOML) into a run directory.
     Pretrain(train::PretrainArgs),
+    /// Fine-tune pretrained weights (Hugging Face, OpenCLIP or duet), optionally with a locked
+    /// tower (LiT).
+    Finetune(train::FinetuneArgs),
     /// Continue a run from its newest good checkpoint, exactly where it stopped.
     Resume(train::ResumeArgs),
     /// Build or inspect webdataset shards.
@@ -54,6 +57,7 @@ fn main() -> Result<()> {
         Command::Export(args) => export::run(args),
         Command::Shards(command) => shards::run(command),
         Command::Pretrain(args) => train::pretrain(&args),
+        Command::Finetune(args) => train::finetune(&args),
         Command::Resume(args) => train::resume(&args),
     }
 }

@@ -1,4 +1,5 @@
-//! `duet pretrain` and `duet resume`: a run directory from a train config, and its continuation.
+//! `duet pretrain`, `duet finetune` and `duet resume`: a run directory from a train config (from
+//! scratch or from pretrained weights), and its continuation.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,41 @@ pub struct PretrainArgs {
     device: DeviceKind,
 }
 
+/// Arguments of `duet finetune`.
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// The train config (TOML); its `model.config`, if any, is replaced by `--from`.
+    #[arg(long)]
+    config: PathBuf,
+    /// Pretrained weights: a Hugging Face, OpenCLIP or duet model directory, a duet checkpoint,
+    /// or a run directory (its latest checkpoint).
+    #[arg(long)]
+    from: PathBuf,
+    /// Lock the image tower (LiT); `lock.image = true`.
+    #[arg(long)]
+    lock_image: bool,
+    /// With `--lock-image`: leave the last N groups trainable (1 = the projection, 2 = also the
+    /// last block and final norm, …, as OpenCLIP counts them).
+    #[arg(long, value_name = "N")]
+    lock_image_unlocked_groups: Option<usize>,
+    /// Lock the text tower; `lock.text = true`.
+    #[arg(long)]
+    lock_text: bool,
+    /// With `--lock-text`: leave the last N groups trainable (counted as for the image tower).
+    #[arg(long, value_name = "N")]
+    lock_text_unlocked_layers: Option<usize>,
+    /// Override a config value: `--set optimizer.lr=3e-5` (repeatable). Without one, and
+    /// without `optimizer.lr` in the file, fine-tuning uses lr 1e-5.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    overrides: Vec<String>,
+    /// The run directory; `runs/<config name>-finetune` by default.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Where to train.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceKind,
+}
+
 /// Arguments of `duet resume`.
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
@@ -42,28 +78,61 @@ pub struct ResumeArgs {
 /// `duet pretrain`.
 pub fn pretrain(args: &PretrainArgs) -> Result<()> {
     let config = TrainConfig::load(&args.config, &args.overrides)?;
-    let run_dir = match &args.run_dir {
-        Some(dir) => dir.clone(),
-        None => {
-            let stem = args
-                .config
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "run".into());
-            Path::new("runs").join(stem)
-        }
+    let run_dir = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| default_run_dir(&args.config, ""));
+    start(&config, &run_dir, args.device)
+}
+
+/// `duet finetune`: the lock flags become `lock.*` overrides, checked like the file.
+pub fn finetune(args: &FinetuneArgs) -> Result<()> {
+    let mut overrides = args.overrides.clone();
+    if args.lock_image {
+        overrides.push("lock.image=true".into());
+    }
+    if let Some(n) = args.lock_image_unlocked_groups {
+        overrides.push(format!("lock.image_unlocked_groups={n}"));
+    }
+    if args.lock_text {
+        overrides.push("lock.text=true".into());
+    }
+    if let Some(n) = args.lock_text_unlocked_layers {
+        overrides.push(format!("lock.text_unlocked_layers={n}"));
+    }
+    let config = TrainConfig::load_finetune(&args.config, &args.from, &overrides)?;
+    let run_dir = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| default_run_dir(&args.config, "-finetune"));
+    start(&config, &run_dir, args.device)
+}
+
+/// `runs/<config stem><suffix>`.
+fn default_run_dir(config: &Path, suffix: &str) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    Path::new("runs").join(format!("{stem}{suffix}"))
+}
+
+fn start(config: &TrainConfig, run_dir: &Path, device: DeviceKind) -> Result<()> {
+    let device = device.device()?.autodiff();
+    let model = match (&config.model.from, &config.model.config) {
+        (Some(from), _) => format!("from {}", from.display()),
+        (None, Some(name)) => name.clone(),
+        (None, None) => "?".into(),
     };
-    let device = args.device.device()?.autodiff();
     tracing::info!(
-        "training {} for {} steps of {} in {}",
-        config.model.config,
+        "training {model} for {} steps of {} in {}",
         config.train.steps,
-        config.train.batch_size,
+        config.train.batch_size * config.train.accum_freq,
         run_dir.display()
     );
-    let summary = run(&config, &run_dir, &device, Start::Fresh, &control()?)
+    let summary = run(config, run_dir, &device, Start::Fresh, &control()?)
         .with_context(|| format!("run {}", run_dir.display()))?;
-    report(&summary, &run_dir);
+    report(&summary, run_dir);
     Ok(())
 }
 
@@ -76,7 +145,7 @@ pub fn resume(args: &ResumeArgs) -> Result<()> {
             args.run_dir.display()
         );
     }
-    let config = TrainConfig::load(&config_path, &[])?;
+    let config = TrainConfig::load_run(&config_path)?;
     let device = args.device.device()?.autodiff();
     let summary = run(&config, &args.run_dir, &device, Start::Resume, &control()?)
         .with_context(|| format!("resume {}", args.run_dir.display()))?;

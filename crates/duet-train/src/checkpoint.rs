@@ -28,7 +28,7 @@ use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor};
 use duet_data::LoaderCursor;
-use duet_model::{ClipConfig, ClipModel, ModelFormat, load_weights, save_duet};
+use duet_model::{ClipConfig, ClipModel, ModelFormat, load_weights, read_config, save_duet};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::float_params;
@@ -70,6 +70,8 @@ pub struct Restored {
     pub optimizer: burn::optim::OptimizerRecord,
     /// Step, cursor, config.
     pub state: TrainState,
+    /// The model's architecture, from the checkpoint's `duet_model.json`.
+    pub clip: ClipConfig,
     /// Where it was read from.
     pub dir: PathBuf,
 }
@@ -88,6 +90,17 @@ pub(crate) fn bad(path: &Path, message: impl Into<String>) -> TrainError {
         path: path.to_path_buf(),
         message: message.into(),
     }
+}
+
+/// The model directory `path` stands for: a run directory stands for its latest checkpoint;
+/// anything else (a model directory, a checkpoint) for itself.
+pub fn resolve_model_dir(path: &Path) -> Result<PathBuf, TrainError> {
+    let latest = path.join("checkpoints").join("latest");
+    if !latest.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let name = std::fs::read_to_string(&latest).map_err(|e| io(&latest, e))?;
+    Ok(path.join("checkpoints").join(name.trim()))
 }
 
 /// `step-00000300`.
@@ -245,7 +258,9 @@ pub fn load(dir: &Path, device: &Device) -> Result<Restored, TrainError> {
             ),
         ));
     }
-    let clip = state.config.clip_config()?;
+    // The checkpoint's own model config, so a run fine-tuned from weights that have since moved
+    // still resumes.
+    let (clip, _) = read_config(dir).map_err(|e| bad(dir, e.to_string()))?;
     let model = load_weights(
         &clip,
         ModelFormat::Duet,
@@ -276,6 +291,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Restored, TrainError> {
         model,
         optimizer,
         state,
+        clip,
         dir: dir.to_path_buf(),
     })
 }
@@ -377,7 +393,7 @@ batch_size = 4
         let mut model = model;
         for step in 0..2 {
             model = stepper
-                .step(model, images.clone(), tokens.clone(), 1e-3, step)
+                .step(model, images.clone(), tokens.clone(), 1, 1e-3, step)
                 .expect("step")
                 .0;
         }
@@ -409,10 +425,10 @@ batch_size = 4
         let record = restored.optimizer;
         resumed.set_optimizer(resumed.optimizer().clone().load_record(record));
         let (a, ra) = stepper
-            .step(model, images.clone(), tokens.clone(), 1e-3, 2)
+            .step(model, images.clone(), tokens.clone(), 1, 1e-3, 2)
             .expect("a");
         let (b, rb) = resumed
-            .step(restored.model, images, tokens, 1e-3, 2)
+            .step(restored.model, images, tokens, 1, 1e-3, 2)
             .expect("b");
         assert_eq!(ra.loss.to_bits(), rb.loss.to_bits(), "loss before the step");
         assert_eq!(ra.grad_norm, rb.grad_norm, "grad norms");

@@ -12,18 +12,22 @@
 //! ```
 //!
 //! Every section but `model`, `data` and `train` has defaults (OpenCLIP's where it has one).
+//! Fine-tuning sets `model.from` (pretrained weights) instead of `model.config`, and may lock
+//! towers in `[lock]` ([`LockConfig`]).
 //! Unknown keys and wrong types are errors naming the full key (`train.batch_size`);
 //! `--set section.key=value` overrides are applied to the TOML before it is read, so they are
 //! checked the same way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use duet_data::Sampling;
 use duet_loss::Loss;
-use duet_model::{ClipConfig, config_from_name_or_path};
+use duet_model::{ClipConfig, config_from_name_or_path, read_config};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
+use crate::checkpoint::resolve_model_dir;
+use crate::lock::{LockConfig, group_count};
 use crate::schedule::ScheduleConfig;
 
 /// A whole train config.
@@ -51,7 +55,14 @@ pub struct TrainConfig {
     /// Logging cadence.
     #[serde(default)]
     pub log: LogConfig,
+    /// Locked towers (LiT).
+    #[serde(default)]
+    pub lock: LockConfig,
 }
+
+/// The learning rate `duet finetune` uses when the config sets none: 1e-5, a common choice for
+/// fine-tuning pretrained CLIP (OpenCLIP's own default, 5e-4, is a from-scratch rate).
+pub const FINETUNE_DEFAULT_LR: f64 = 1e-5;
 
 fn default_loss() -> Loss {
     Loss::InfoNce {
@@ -64,10 +75,16 @@ fn default_loss() -> Loss {
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// A preset name (`ViT-B-32`, `tiny`, …) or a path to an OpenCLIP model config / HF
-    /// `config.json`.
-    pub config: String,
-    /// Overrides the vision tower's input size (OpenCLIP `--force-image-size`).
-    #[serde(default)]
+    /// `config.json`: a fresh, seeded model. Exactly one of `config` and `from` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// Pretrained weights to start from: a Hugging Face, OpenCLIP or duet model directory, a
+    /// duet checkpoint, or a run directory (its latest checkpoint). The architecture is theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<PathBuf>,
+    /// Overrides the vision tower's input size (OpenCLIP `--force-image-size`); fresh models
+    /// only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_size: Option<usize>,
 }
 
@@ -167,12 +184,14 @@ pub enum NonFinite {
 pub struct TrainSection {
     /// Optimizer steps to run.
     pub steps: u64,
-    /// Samples per step (per device, before accumulation).
+    /// Samples per micro-batch, per device. A step takes `accum_freq` micro-batches, and every
+    /// sample of the step is a negative for every other (OpenCLIP `--batch-size`).
     pub batch_size: usize,
     /// Seed of initialisation, data order and augmentation.
     #[serde(default)]
     pub seed: u64,
-    /// Batches accumulated per step (OpenCLIP `--accum-freq`).
+    /// Micro-batches per step, gradients accumulated with every negative (OpenCLIP
+    /// `--accum-freq`; see [`crate::Stepper::gradients`]).
     #[serde(default = "one")]
     pub accum_freq: usize,
     /// What a NaN/Inf loss does.
@@ -229,15 +248,74 @@ impl TrainConfig {
 
     /// [`Self::load`] on text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self, TrainError> {
-        let mut table: toml::Table =
-            text.parse()
-                .map_err(|e: toml::de::Error| TrainError::ConfigSyntax {
-                    origin: origin.to_owned(),
-                    message: one_line(&e.to_string()),
-                })?;
-        for arg in overrides {
-            apply_override(&mut table, arg)?;
+        let table = table(text, origin, overrides)?;
+        Self::from_table(table, origin)
+    }
+
+    /// The config of `duet finetune`: `path` with `overrides`, starting from the weights at
+    /// `from` (replacing any `model.config`), at [`FINETUNE_DEFAULT_LR`] unless the file or an
+    /// override sets `optimizer.lr`.
+    pub fn load_finetune(
+        path: &Path,
+        from: &Path,
+        overrides: &[String],
+    ) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        let mut table = table(&text, &origin, overrides)?;
+        let section = |table: &mut toml::Table, name: &str| -> Result<toml::Table, TrainError> {
+            match table.remove(name) {
+                None => Ok(toml::Table::new()),
+                Some(toml::Value::Table(t)) => Ok(t),
+                Some(_) => Err(TrainError::ConfigKey {
+                    origin: origin.clone(),
+                    key: name.to_owned(),
+                    message: "must be a section".into(),
+                }),
+            }
+        };
+        let mut model = section(&mut table, "model")?;
+        model.remove("config");
+        model.insert(
+            "from".into(),
+            toml::Value::String(from.display().to_string()),
+        );
+        table.insert("model".into(), toml::Value::Table(model));
+        let mut optimizer = section(&mut table, "optimizer")?;
+        optimizer
+            .entry("lr")
+            .or_insert(toml::Value::Float(FINETUNE_DEFAULT_LR));
+        table.insert("optimizer".into(), toml::Value::Table(optimizer));
+        Self::from_table(table, &origin)
+    }
+
+    /// A run directory's resolved `config.toml`, for `duet resume`: checked like any config,
+    /// except that `model.from` need not exist any more (the checkpoint holds the model); see
+    /// [`Self::validate_lock`].
+    pub fn load_run(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        let config = Self::deserialize_table(table(&text, &origin, &[])?, &origin)?;
+        config.validate_settings()?;
+        if config.model.from.is_none() {
+            config.validate()?;
         }
+        Ok(config)
+    }
+
+    fn from_table(table: toml::Table, origin: &str) -> Result<Self, TrainError> {
+        let config = Self::deserialize_table(table, origin)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn deserialize_table(table: toml::Table, origin: &str) -> Result<Self, TrainError> {
         let config: Self =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 TrainError::ConfigKey {
@@ -246,23 +324,60 @@ impl TrainConfig {
                     message: one_line(&e.inner().to_string()),
                 }
             })?;
-        config.validate()?;
         Ok(config)
     }
 
-    /// The model config the `[model]` section names, overrides applied and checked.
+    /// The model config the `[model]` section names (read from the weights' directory for
+    /// `model.from`), overrides applied and checked.
     pub fn clip_config(&self) -> Result<ClipConfig, TrainError> {
-        let mut clip =
-            config_from_name_or_path(&self.model.config).map_err(|source| TrainError::Model {
-                key: "model.config".into(),
-                source,
-            })?;
-        if let Some(size) = self.model.image_size {
+        let m = &self.model;
+        let mut clip = match (&m.config, &m.from) {
+            (Some(name), None) => {
+                config_from_name_or_path(name).map_err(|source| TrainError::Model {
+                    key: "model.config".into(),
+                    source,
+                })?
+            }
+            (None, Some(from)) => {
+                let dir = resolve_model_dir(from)?;
+                let (clip, _) = read_config(&dir).map_err(|source| TrainError::Model {
+                    key: "model.from".into(),
+                    source,
+                })?;
+                clip
+            }
+            (Some(_), Some(_)) => {
+                return Err(TrainError::invalid(
+                    "model.from",
+                    "set either model.config (a fresh model) or model.from (pretrained weights), \
+                     not both",
+                ));
+            }
+            (None, None) => {
+                return Err(TrainError::invalid(
+                    "model",
+                    "set model.config (a preset or config path) or model.from (pretrained weights)",
+                ));
+            }
+        };
+        if let Some(size) = m.image_size {
+            if m.from.is_some() && size != clip.vision.image_size {
+                return Err(TrainError::invalid(
+                    "model.image_size",
+                    format!(
+                        "the pretrained model takes {} px images; resizing its position \
+                         embeddings to {size} px is not supported",
+                        clip.vision.image_size
+                    ),
+                ));
+            }
             clip.vision.image_size = size;
         }
         clip.validate().map_err(|source| TrainError::Model {
-            key: if self.model.image_size.is_some() {
+            key: if m.image_size.is_some() {
                 "model.image_size".into()
+            } else if m.from.is_some() {
+                "model.from".into()
             } else {
                 "model.config".into()
             },
@@ -271,8 +386,15 @@ impl TrainConfig {
         Ok(clip)
     }
 
-    /// Every value constraint serde cannot express; the error names the key.
+    /// Every value constraint serde cannot express, the model source included; the error names
+    /// the key.
     pub fn validate(&self) -> Result<(), TrainError> {
+        self.validate_settings()?;
+        self.validate_lock(&self.clip_config()?)
+    }
+
+    /// [`Self::validate`] but for the model source and `[lock]`.
+    fn validate_settings(&self) -> Result<(), TrainError> {
         let positive = [
             ("train.steps", self.train.steps),
             ("train.batch_size", self.train.batch_size as u64),
@@ -335,8 +457,58 @@ impl TrainConfig {
             };
             TrainError::invalid(key, e.to_string())
         })?;
-        self.clip_config().map(drop)
+        Ok(())
     }
+
+    /// `[lock]` against the model's tower depths.
+    pub fn validate_lock(&self, clip: &ClipConfig) -> Result<(), TrainError> {
+        for (key, locked, unlocked, blocks) in [
+            (
+                "lock.image_unlocked_groups",
+                self.lock.image,
+                self.lock.image_unlocked_groups,
+                clip.vision.layers,
+            ),
+            (
+                "lock.text_unlocked_layers",
+                self.lock.text,
+                self.lock.text_unlocked_layers,
+                clip.text.layers,
+            ),
+        ] {
+            if unlocked > 0 && !locked {
+                return Err(TrainError::invalid(
+                    key,
+                    "only applies to a locked tower; set lock.image / lock.text = true",
+                ));
+            }
+            if unlocked > group_count(blocks) {
+                return Err(TrainError::invalid(
+                    key,
+                    format!(
+                        "the tower has {} groups ({blocks} blocks + embeddings + projection), got \
+                         {unlocked}",
+                        group_count(blocks)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The TOML table of `text` with `overrides` applied.
+fn table(text: &str, origin: &str, overrides: &[String]) -> Result<toml::Table, TrainError> {
+    let mut table: toml::Table =
+        text.parse()
+            .map_err(|e: toml::de::Error| TrainError::ConfigSyntax {
+                origin: origin.to_owned(),
+                message: one_line(&e.to_string()),
+            })?;
+    for arg in overrides {
+        apply_override(&mut table, arg)?;
+    }
+    Ok(table)
 }
 
 /// The first line of a possibly multi-line message, trimmed.
@@ -487,6 +659,90 @@ batch_size = 32
     fn unknown_preset_names_model_config() {
         let message = error(MINIMAL, &["model.config=\"ViT-Q-99\""]);
         assert!(message.contains("model.config"), "{message}");
+    }
+}
+
+#[cfg(test)]
+mod finetune {
+    use super::*;
+
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/clip-tiny/hf")
+    }
+
+    fn tiny_toml() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml")
+    }
+
+    fn set(overrides: &[&str]) -> Vec<String> {
+        overrides.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn finetune_replaces_the_model_and_defaults_to_a_small_lr() {
+        // tiny.toml sets optimizer.lr = 1e-3, which wins over the fine-tune default.
+        let c = TrainConfig::load_finetune(&tiny_toml(), &fixture(), &[]).expect("valid");
+        assert_eq!(c.model.config, None);
+        assert_eq!(c.model.from.as_deref(), Some(fixture().as_path()));
+        assert_eq!(c.optimizer.lr, 1e-3);
+        // Without an lr in the file, 1e-5; an override still wins.
+        let text = std::fs::read_to_string(tiny_toml()).expect("tiny.toml");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let no_lr = dir.path().join("no-lr.toml");
+        std::fs::write(&no_lr, text.replace("lr = 1e-3\n", "")).expect("write");
+        let c = TrainConfig::load_finetune(&no_lr, &fixture(), &[]).expect("valid");
+        assert_eq!(c.optimizer.lr, FINETUNE_DEFAULT_LR);
+        let c = TrainConfig::load_finetune(&no_lr, &fixture(), &set(&["optimizer.lr=3e-5"]))
+            .expect("valid");
+        assert_eq!(c.optimizer.lr, 3e-5);
+        // The architecture is the weights': the HF fixture has a 32 px, 2-block image tower.
+        let clip = c.clip_config().expect("config.json");
+        assert_eq!((clip.vision.image_size, clip.vision.layers), (32, 2));
+    }
+
+    #[test]
+    fn model_needs_exactly_one_source() {
+        let from = format!("model.from=\"{}\"", fixture().display());
+        let err = TrainConfig::load(&tiny_toml(), &set(&[&from])).expect_err("both");
+        assert!(
+            err.to_string().starts_with("model.from: set either"),
+            "{err}"
+        );
+        let missing = TrainConfig::load_finetune(&tiny_toml(), Path::new("/no/such/model"), &[])
+            .expect_err("missing weights");
+        assert!(missing.to_string().starts_with("model.from"), "{missing}");
+        let err =
+            TrainConfig::load_finetune(&tiny_toml(), &fixture(), &set(&["model.image_size=64"]))
+                .expect_err("resize");
+        assert!(err.to_string().starts_with("model.image_size"), "{err}");
+    }
+
+    #[test]
+    fn lock_settings_are_checked_against_the_towers() {
+        let err = TrainConfig::load_finetune(
+            &tiny_toml(),
+            &fixture(),
+            &set(&["lock.image_unlocked_groups=1"]),
+        )
+        .expect_err("not locked");
+        assert!(
+            err.to_string().starts_with("lock.image_unlocked_groups"),
+            "{err}"
+        );
+        // 2 blocks + embeddings + projection = 4 groups.
+        let err = TrainConfig::load_finetune(
+            &tiny_toml(),
+            &fixture(),
+            &set(&["lock.text=true", "lock.text_unlocked_layers=5"]),
+        )
+        .expect_err("too many");
+        assert!(err.to_string().contains("4 groups"), "{err}");
+        TrainConfig::load_finetune(
+            &tiny_toml(),
+            &fixture(),
+            &set(&["lock.text=true", "lock.text_unlocked_layers=4"]),
+        )
+        .expect("all 4 unlocked is allowed");
     }
 }
 

@@ -1,21 +1,23 @@
-//! duet's trainer. Today: the train config ([`TrainConfig`], TOML, checked whole before any
-//! work), the learning-rate schedules ([`ScheduleConfig`]), AdamW with OpenCLIP's no-decay
-//! group and global-norm clipping ([`optim`]); the step loop and checkpoints build on them
-//! (issue 4, in progress).
+//! duet's trainer: the train config ([`TrainConfig`], TOML, checked whole before any work), the
+//! learning-rate schedules ([`ScheduleConfig`]), AdamW with OpenCLIP's no-decay group and
+//! global-norm clipping ([`optim`]), locked towers ([`lock`]), the step with contrastive
+//! gradient accumulation ([`Stepper`]), checkpoints ([`checkpoint`]) and the run loop ([`run`]).
 
 pub mod checkpoint;
 mod config;
 mod error;
+pub mod lock;
 pub mod optim;
 mod run;
 mod schedule;
 mod step;
 
 pub use config::{
-    CheckpointConfig, DataSection, LogConfig, ModelSection, NonFinite, OptimizerConfig,
-    TrainConfig, TrainSection,
+    CheckpointConfig, DataSection, FINETUNE_DEFAULT_LR, LogConfig, ModelSection, NonFinite,
+    OptimizerConfig, TrainConfig, TrainSection,
 };
 pub use error::TrainError;
+pub use lock::LockConfig;
 pub use run::{Control, MetricsRow, Progress, ProgressFn, RunSummary, Start, loader_config, run};
 pub use schedule::ScheduleConfig;
 pub use step::{MAX_LOGIT_SCALE, StepReport, Stepper};

@@ -20,8 +20,9 @@ use duet_data::{
 use duet_model::ClipConfig;
 use serde::Serialize;
 
+use crate::checkpoint::resolve_model_dir;
 use crate::checkpoint::{self, CHECKPOINT_FORMAT_VERSION, TrainState, bad, io};
-use crate::{Stepper, TrainConfig, TrainError};
+use crate::{Stepper, TrainConfig, TrainError, lock};
 
 /// How a run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +88,12 @@ pub fn loader_config(config: &TrainConfig, clip: &ClipConfig) -> LoaderConfig {
                 name: data.text_key.clone(),
             },
         },
-        ..LoaderConfig::train(config.train.batch_size, config.train.seed, transform)
+        // A step takes `accum_freq` micro-batches of `batch_size` (OpenCLIP `--accum-freq`).
+        ..LoaderConfig::train(
+            config.train.batch_size * config.train.accum_freq,
+            config.train.seed,
+            transform,
+        )
     };
     if data.decode_threads > 0 {
         loader.decode_threads = data.decode_threads;
@@ -148,7 +154,7 @@ pub fn run(
 ) -> Result<RunSummary, TrainError> {
     let checkpoints = run_dir.join("checkpoints");
     let metrics_path = run_dir.join("metrics.jsonl");
-    let clip = config.clip_config()?;
+    let clip;
     let mut stepper;
     let mut model;
     let cursor;
@@ -171,7 +177,12 @@ pub fn run(
             std::fs::write(run_dir.join("config.toml"), resolved)
                 .map_err(|e| io(&run_dir.join("config.toml"), e))?;
             std::fs::write(&metrics_path, "").map_err(|e| io(&metrics_path, e))?;
-            model = seeded_init(&clip, device, config.train.seed)?;
+            clip = config.clip_config()?;
+            model = match &config.model.from {
+                Some(from) => pretrained(from, device)?,
+                None => seeded_init(&clip, device, config.train.seed)?,
+            };
+            model = lock::apply(model, &config.lock);
             stepper = Stepper::new(
                 config.loss,
                 &config.optimizer,
@@ -184,7 +195,9 @@ pub fn run(
         Start::Resume => {
             let (restored, skipped) = checkpoint::load_latest(&checkpoints, device)?;
             skipped_checkpoints = skipped;
-            model = restored.model;
+            clip = restored.clip;
+            config.validate_lock(&clip)?;
+            model = lock::apply(restored.model, &config.lock);
             stepper = Stepper::new(
                 config.loss,
                 &config.optimizer,
@@ -239,7 +252,8 @@ pub fn run(
         loader.recycle(batch.images);
         let lr = config.schedule.lr(config.optimizer.lr, step, total);
         let step_started = Instant::now();
-        let (next, report) = stepper.step(model, images, tokens, lr, step)?;
+        let (next, report) =
+            stepper.step(model, images, tokens, config.train.accum_freq, lr, step)?;
         if let Some(progress) = &control.progress {
             progress(&Progress {
                 done: step + 1,
@@ -324,6 +338,17 @@ fn seeded_init(
     // burn initialises parameters lazily, at first use: draw them all now, under the lock.
     model.visit(&mut Materialize);
     Ok(model)
+}
+
+/// The pretrained model at `from` (a model directory, checkpoint or run directory).
+fn pretrained(from: &Path, device: &Device) -> Result<duet_model::ClipModel, TrainError> {
+    let dir = resolve_model_dir(from)?;
+    let loaded = duet_model::load_model(&dir, device).map_err(|source| TrainError::Model {
+        key: "model.from".into(),
+        source,
+    })?;
+    tracing::info!(from = %dir.display(), format = ?loaded.format, "loaded pretrained weights");
+    Ok(loaded.model)
 }
 
 struct Materialize;

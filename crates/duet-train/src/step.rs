@@ -1,7 +1,7 @@
 //! One optimizer step: forward both towers, the contrastive loss, backward, global-norm clipping,
 //! AdamW, then `logit_scale` clamped to ln 100 (OpenCLIP clamps after every step).
 
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Int, Tensor};
 use duet_loss::{ContrastiveBatch, Loss};
 use duet_model::ClipModel;
@@ -73,24 +73,20 @@ impl Stepper {
         self.optimizer = optimizer;
     }
 
-    /// One step at learning rate `lr` on `images` `[b, 3, s, s]` and `tokens` `[b, t]`;
-    /// `step` only names the step in errors.
+    /// One step at learning rate `lr` on `images` `[b, 3, s, s]` and `tokens` `[b, t]`, split
+    /// into `accum` micro-batches of `b / accum` (see [`Self::gradients`]); `step` only names
+    /// the step in errors.
     pub fn step(
         &mut self,
         model: ClipModel,
         images: Tensor<4>,
         tokens: Tensor<2, Int>,
+        accum: usize,
         lr: f64,
         step: u64,
     ) -> Result<(ClipModel, StepReport), TrainError> {
-        let batch = ContrastiveBatch::new(model.encode_image(images), model.encode_text(tokens));
-        let bias = model.logit_bias.as_ref().map(|b| b.val());
-        let loss = self
-            .loss
-            .compute(batch, model.logit_scale.val(), bias)
-            .map_err(|source| TrainError::Loss { step, source })?;
-        let value = f64::from(loss.clone().into_scalar::<f32>());
-        if !value.is_finite() {
+        let (value, grads) = self.gradients(&model, images, tokens, accum, step)?;
+        let Some(mut grads) = grads else {
             return match self.on_nonfinite {
                 NonFinite::Stop => Err(TrainError::NonFiniteLoss { step, value }),
                 NonFinite::Skip => {
@@ -106,8 +102,7 @@ impl Stepper {
                     ))
                 }
             };
-        }
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        };
         let grad_norm = self
             .clip
             .map(|max| clip_global_norm(&mut grads, &self.params, max));
@@ -125,6 +120,93 @@ impl Stepper {
                 skipped: false,
             },
         ))
+    }
+
+    /// The loss on the whole batch and its gradients (`None` when the loss is not finite).
+    ///
+    /// With `accum > 1` the batch is split into `accum` equal micro-batches, and the gradients
+    /// are those of the loss over the whole batch, with every negative, while only one
+    /// micro-batch's activations are held at a time (OpenCLIP's feature cache, open_clip_train
+    /// 3.3 `train.py`): first every micro-batch's features are computed and detached; then for
+    /// each micro-batch `j` its features are recomputed with gradients, put in place of the
+    /// cached ones, the full-batch loss taken and back-propagated, and the gradients summed.
+    /// Each tower parameter's gradient then is exactly the full-batch one. `logit_scale` (and
+    /// `logit_bias`) take part in every pass, so OpenCLIP sums their gradient `accum` times;
+    /// duet keeps them live in the first pass only, which gives the full-batch gradient.
+    pub fn gradients(
+        &self,
+        model: &ClipModel,
+        images: Tensor<4>,
+        tokens: Tensor<2, Int>,
+        accum: usize,
+        step: u64,
+    ) -> Result<(f64, Option<GradientsParams>), TrainError> {
+        let bias = model.logit_bias.as_ref().map(|b| b.val());
+        let scale = model.logit_scale.val();
+        if accum <= 1 {
+            let batch =
+                ContrastiveBatch::new(model.encode_image(images), model.encode_text(tokens));
+            let loss = self.loss_of(batch, scale, bias, step)?;
+            let value = f64::from(loss.clone().into_scalar::<f32>());
+            if !value.is_finite() {
+                return Ok((value, None));
+            }
+            return Ok((
+                value,
+                Some(GradientsParams::from_grads(loss.backward(), model)),
+            ));
+        }
+        let [b, ..] = images.dims();
+        if b % accum != 0 {
+            return Err(TrainError::invalid(
+                "train.accum_freq",
+                format!("a batch of {b} does not split into {accum} equal micro-batches"),
+            ));
+        }
+        let image_chunks = images.chunk(accum, 0);
+        let token_chunks = tokens.chunk(accum, 0);
+        let mut cached_images: Vec<Tensor<2>> = Vec::with_capacity(accum);
+        let mut cached_texts: Vec<Tensor<2>> = Vec::with_capacity(accum);
+        for (im, tok) in image_chunks.iter().zip(&token_chunks) {
+            cached_images.push(model.encode_image(im.clone()).detach());
+            cached_texts.push(model.encode_text(tok.clone()).detach());
+        }
+        let mut accumulator = GradientsAccumulator::<ClipModel>::new();
+        let mut value = f64::NAN;
+        for (j, (im, tok)) in image_chunks.into_iter().zip(token_chunks).enumerate() {
+            let mut all_images = cached_images.clone();
+            let mut all_texts = cached_texts.clone();
+            all_images[j] = model.encode_image(im);
+            all_texts[j] = model.encode_text(tok);
+            let batch =
+                ContrastiveBatch::new(Tensor::cat(all_images, 0), Tensor::cat(all_texts, 0));
+            let (scale, bias) = if j == 0 {
+                (scale.clone(), bias.clone())
+            } else {
+                (scale.clone().detach(), bias.clone().map(Tensor::detach))
+            };
+            let loss = self.loss_of(batch, scale, bias, step)?;
+            if j == 0 {
+                value = f64::from(loss.clone().into_scalar::<f32>());
+                if !value.is_finite() {
+                    return Ok((value, None));
+                }
+            }
+            accumulator.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
+        }
+        Ok((value, Some(accumulator.grads())))
+    }
+
+    fn loss_of(
+        &self,
+        batch: ContrastiveBatch,
+        scale: Tensor<1>,
+        bias: Option<Tensor<1>>,
+        step: u64,
+    ) -> Result<Tensor<1>, TrainError> {
+        self.loss
+            .compute(batch, scale, bias)
+            .map_err(|source| TrainError::Loss { step, source })
     }
 }
 
@@ -167,7 +249,7 @@ mod tests {
         let mut losses = Vec::new();
         for step in 0..20 {
             let (next, report) = stepper
-                .step(model, images.clone(), tokens.clone(), 1e-3, step)
+                .step(model, images.clone(), tokens.clone(), 1, 1e-3, step)
                 .expect("steps");
             model = next;
             losses.push(report.loss);
@@ -178,10 +260,74 @@ mod tests {
     }
 
     #[test]
+    fn accumulated_gradients_equal_the_full_batch_gradients() {
+        // 4 pairs in 2 micro-batches of 2: every parameter's summed gradient, logit_scale's
+        // included, must be the full batch's (OpenCLIP's method would give 2x on logit_scale).
+        let (model, stepper, images, tokens) = setup(2.0);
+        let (full_loss, full) = stepper
+            .gradients(&model, images.clone(), tokens.clone(), 1, 0)
+            .expect("loss");
+        let (accum_loss, accum) = stepper
+            .gradients(&model, images, tokens, 2, 0)
+            .expect("loss");
+        let (full, accum) = (full.expect("finite"), accum.expect("finite"));
+        assert!(
+            (full_loss - accum_loss).abs() < 1e-6,
+            "{full_loss} vs {accum_loss}"
+        );
+        let mut compared = 0;
+        for p in float_params(&model) {
+            let (a, b) = match p.rank {
+                1 => (grad::<1>(&full, p.id), grad::<1>(&accum, p.id)),
+                2 => (grad::<2>(&full, p.id), grad::<2>(&accum, p.id)),
+                4 => (grad::<4>(&full, p.id), grad::<4>(&accum, p.id)),
+                _ => continue,
+            };
+            let (a, b) = (a.expect(&p.path), b.expect(&p.path));
+            let scale = a.iter().fold(1e-6_f32, |m, v| m.max(v.abs()));
+            let worst = a
+                .iter()
+                .zip(&b)
+                .fold(0.0_f32, |m, (x, y)| m.max((x - y).abs()));
+            // The floor covers gradients that are zero in exact arithmetic (attention key
+            // biases: softmax ignores a shift shared by a row) and only hold rounding noise.
+            assert!(
+                worst <= 1e-4 * scale + 1e-7,
+                "{}: {worst} vs max {scale}",
+                p.path
+            );
+            compared += 1;
+        }
+        assert_eq!(compared, float_params(&model).len());
+        // An odd split is refused.
+        let err = stepper
+            .gradients(
+                &model,
+                Tensor::zeros([3, 3, 64, 64], &Device::flex().autodiff()),
+                Tensor::zeros([3, 77], &Device::flex().autodiff()),
+                2,
+                0,
+            )
+            .expect_err("3 does not split in 2");
+        assert!(err.to_string().contains("train.accum_freq"), "{err}");
+    }
+
+    fn grad<const D: usize>(
+        grads: &GradientsParams,
+        id: burn::module::ParamId,
+    ) -> Option<Vec<f32>> {
+        grads
+            .get::<D>(id)
+            .map(|g| g.into_data().try_to_vec::<f32>().expect("f32"))
+    }
+
+    #[test]
     fn logit_scale_is_clamped_to_ln_100() {
         // Start above the cap: after one step it sits at ln 100 = 4.6052.
         let (model, mut stepper, images, tokens) = setup(5.0);
-        let (_, report) = stepper.step(model, images, tokens, 1e-3, 0).expect("steps");
+        let (_, report) = stepper
+            .step(model, images, tokens, 1, 1e-3, 0)
+            .expect("steps");
         assert!(
             (report.logit_scale - MAX_LOGIT_SCALE).abs() < 1e-5,
             "{report:?}"
@@ -193,11 +339,13 @@ mod tests {
         let (model, mut stepper, images, tokens) = setup(2.0);
         let nan = images.clone().mul_scalar(f32::NAN);
         let err = stepper
-            .step(model.clone(), nan.clone(), tokens.clone(), 1e-3, 41)
+            .step(model.clone(), nan.clone(), tokens.clone(), 1, 1e-3, 41)
             .expect_err("NaN loss");
         assert!(err.to_string().contains("step 41"), "{err}");
         stepper.on_nonfinite = NonFinite::Skip;
-        let (_, report) = stepper.step(model, nan, tokens, 1e-3, 42).expect("skips");
+        let (_, report) = stepper
+            .step(model, nan, tokens, 1, 1e-3, 42)
+            .expect("skips");
         assert!(report.skipped && report.loss.is_nan());
     }
 }
