@@ -400,14 +400,10 @@ const SHORT_RUN: &[&str] = &[
 
 fn losses(run_dir: &Path) -> Vec<(u64, f64)> {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics.jsonl");
+    // Training rows; evaluation rows (`val/i2t_r1`, …) have no loss.
     text.lines()
-        .map(|line| {
-            let row: serde_json::Value = serde_json::from_str(line).expect("a JSON row");
-            (
-                row["step"].as_u64().expect("step"),
-                row["loss"].as_f64().expect("loss"),
-            )
-        })
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON row"))
+        .filter_map(|row| Some((row["step"].as_u64()?, row.get("loss")?.as_f64()?)))
         .collect()
 }
 
@@ -419,9 +415,29 @@ fn pretrain_killed_after_a_checkpoint_resumes_to_the_same_losses() {
     let mut args = vec!["pretrain"];
     args.extend_from_slice(SHORT_RUN);
     let full_str = full.to_str().expect("utf-8 path");
-    ok(&[args.as_slice(), &["--run-dir", full_str]].concat());
+    let out = duet(&[args.as_slice(), &["--run-dir", full_str]].concat());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let reference = losses(&full);
     assert_eq!(reference.len(), 16);
+    // The end-of-run summary: held-out retrieval next to chance, and the plots it drew.
+    for needle in [
+        "held-out retrieval on val (132 pairs)",
+        "chance      R@1   0.8%",
+        "loss.png",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "summary lacks {needle:?}:\n{stdout}"
+        );
+    }
+    for plot in ["loss.png", "lr.png", "logit_scale.png", "eval-val.png"] {
+        assert!(full.join("plots").join(plot).is_file(), "no {plot}");
+    }
 
     // The same run, SIGKILLed as soon as its first checkpoint is complete.
     let killed_str = killed.to_str().expect("utf-8 path");

@@ -4,6 +4,7 @@ mod backend;
 mod embed;
 mod export;
 mod output;
+mod plots;
 mod shards;
 mod train;
 

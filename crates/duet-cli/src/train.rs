@@ -204,11 +204,63 @@ fn report(summary: &RunSummary, run_dir: &Path) {
         );
         return;
     }
+    let first = summary.losses.first().copied().unwrap_or(f64::NAN);
     let last = summary.losses.last().copied().unwrap_or(f64::NAN);
     println!(
-        "step {} done, last loss {last:.4}; metrics in {}, checkpoints in {}",
-        summary.steps,
-        run_dir.join("metrics.jsonl").display(),
-        run_dir.join("checkpoints").display()
+        "trained steps {}..={}: loss {first:.4} -> {last:.4}",
+        summary.started_at + 1,
+        summary.steps
+    );
+    for result in &summary.eval {
+        let m = &result.metrics;
+        println!(
+            "held-out retrieval on {} ({} pairs{}):",
+            result.set,
+            m.pairs,
+            if result.skipped > 0 {
+                format!(", {} samples skipped", result.skipped)
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "  image->text R@1 {:5.1}%  R@5 {:5.1}%  R@10 {:5.1}%  median rank {}",
+            m.i2t_r1, m.i2t_r5, m.i2t_r10, m.i2t_median_rank
+        );
+        println!(
+            "  text->image R@1 {:5.1}%  R@5 {:5.1}%  R@10 {:5.1}%  median rank {}",
+            m.t2i_r1, m.t2i_r5, m.t2i_r10, m.t2i_median_rank
+        );
+        println!(
+            "  chance      R@1 {:5.1}%  R@5 {:5.1}%  R@10 {:5.1}%  median rank {}",
+            m.chance_recall(1),
+            m.chance_recall(5),
+            m.chance_recall(10),
+            m.pairs.div_ceil(2)
+        );
+    }
+    println!("run directory {}:", run_dir.display());
+    println!("  metrics.jsonl   every logged step");
+    match crate::plots::plot_run(run_dir) {
+        Ok(files) if !files.is_empty() => println!(
+            "  plots/          {}",
+            files
+                .iter()
+                .filter_map(|f| f.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Ok(_) => {}
+        // The run itself succeeded; a chart failure must not turn it into an error.
+        Err(error) => tracing::warn!("plots not written: {error:#}"),
+    }
+    println!(
+        "  checkpoints/    {}",
+        summary
+            .last_checkpoint
+            .as_ref()
+            .and_then(|c| c.file_name())
+            .map_or_else(|| "-".into(), |n| format!("latest {}", n.to_string_lossy()))
     );
 }

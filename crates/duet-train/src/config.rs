@@ -58,6 +58,49 @@ pub struct TrainConfig {
     /// Locked towers (LiT).
     #[serde(default)]
     pub lock: LockConfig,
+    /// Held-out evaluation during and at the end of the run.
+    #[serde(default)]
+    pub eval: EvalConfig,
+}
+
+/// `[eval]`: held-out sets evaluated every `every_steps` steps and at the end of the run.
+///
+/// ```toml
+/// [eval]
+/// every_steps = 100
+/// [[eval.retrieval]]
+/// name = "val"
+/// data = "datasets/sample/val/00000.tar"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Evaluate every this many steps; 0 evaluates only at the end.
+    pub every_steps: u64,
+    /// Pairs per forward pass.
+    pub batch_size: usize,
+    /// Image–text retrieval sets (OpenCLIP `--val-data`).
+    pub retrieval: Vec<RetrievalSet>,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            every_steps: 0,
+            batch_size: 256,
+            retrieval: Vec::new(),
+        }
+    }
+}
+
+/// One `[[eval.retrieval]]` set: its metrics are logged as `<name>/i2t_r1`, ….
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievalSet {
+    /// Names the metrics; letters, digits, `_` and `-`.
+    pub name: String,
+    /// Shard spec of image–caption pairs (read with `data.image_keys` / `data.text_key`).
+    pub data: String,
 }
 
 /// The learning rate `duet finetune` uses when the config sets none: 1e-5, a common choice for
@@ -449,6 +492,34 @@ impl TrainConfig {
             ));
         }
         self.schedule.validate(self.train.steps)?;
+        if self.eval.batch_size == 0 {
+            return Err(TrainError::invalid(
+                "eval.batch_size",
+                "must be at least 1, got 0",
+            ));
+        }
+        for (i, set) in self.eval.retrieval.iter().enumerate() {
+            let key = format!("eval.retrieval[{i}]");
+            let name_ok = !set.name.is_empty()
+                && set
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !name_ok {
+                return Err(TrainError::invalid(
+                    format!("{key}.name"),
+                    format!("{:?}: use letters, digits, _ and -", set.name),
+                ));
+            }
+            if self.eval.retrieval[..i].iter().any(|s| s.name == set.name) {
+                return Err(TrainError::invalid(
+                    format!("{key}.name"),
+                    format!("{:?} is used twice", set.name),
+                ));
+            }
+            duet_data::parse_spec(&set.data, None)
+                .map_err(|e| TrainError::invalid(format!("{key}.data"), e.to_string()))?;
+        }
         duet_data::parse_spec(&self.data.train, self.data.upsampling.as_deref()).map_err(|e| {
             let key = if matches!(e, duet_data::DataError::UpsamplingMismatch { .. }) {
                 "data.upsampling"

@@ -90,6 +90,15 @@ pub enum TrainError {
         source: duet_data::DataError,
     },
 
+    /// An evaluation set failed.
+    #[error("eval {set}: {source}")]
+    Eval {
+        /// The set's name.
+        set: String,
+        /// The evaluator's error.
+        source: duet_eval::EvalError,
+    },
+
     /// A checkpoint could not be written or read.
     #[error("checkpoint {path}: {message}")]
     Checkpoint {

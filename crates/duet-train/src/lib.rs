@@ -6,6 +6,7 @@
 pub mod checkpoint;
 mod config;
 mod error;
+mod evaluate;
 pub mod lock;
 pub mod optim;
 mod run;
@@ -13,10 +14,11 @@ mod schedule;
 mod step;
 
 pub use config::{
-    CheckpointConfig, DataSection, FINETUNE_DEFAULT_LR, LogConfig, ModelSection, NonFinite,
-    OptimizerConfig, TrainConfig, TrainSection,
+    CheckpointConfig, DataSection, EvalConfig, FINETUNE_DEFAULT_LR, LogConfig, ModelSection,
+    NonFinite, OptimizerConfig, RetrievalSet, TrainConfig, TrainSection,
 };
 pub use error::TrainError;
+pub use evaluate::{EvalResult, evaluate, metrics_row};
 pub use lock::LockConfig;
 pub use run::{Control, MetricsRow, Progress, ProgressFn, RunSummary, Start, loader_config, run};
 pub use schedule::ScheduleConfig;

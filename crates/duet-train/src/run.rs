@@ -2,7 +2,8 @@
 //! every `checkpoint.every_steps` and at the end, and resuming from the newest good checkpoint.
 //!
 //! Run directory: `config.toml` (the resolved config), `metrics.jsonl` (one object per logged
-//! step), `checkpoints/` (see [`crate::checkpoint`]).
+//! step: [`MetricsRow`]s, and evaluation rows `{"step", "<set>/<metric>", …}`), `checkpoints/`
+//! (see [`crate::checkpoint`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use serde::Serialize;
 
 use crate::checkpoint::resolve_model_dir;
 use crate::checkpoint::{self, CHECKPOINT_FORMAT_VERSION, TrainState, bad, io};
+use crate::evaluate::{EvalResult, evaluate, metrics_row};
 use crate::{Stepper, TrainConfig, TrainError, lock};
 
 /// How a run starts.
@@ -65,6 +67,8 @@ pub struct RunSummary {
     pub last_checkpoint: Option<PathBuf>,
     /// Whether the run stopped early on [`Control::interrupt`] (after checkpointing).
     pub interrupted: bool,
+    /// The last evaluation of the run (the end-of-run one when the run completed).
+    pub eval: Vec<EvalResult>,
 }
 
 /// The loader settings a train config implies for `clip`'s input size and statistics.
@@ -237,6 +241,7 @@ pub fn run(
     let mut last_checkpoint = None;
     let mut window = (Instant::now(), 0usize);
     let mut stopped_early = false;
+    let mut eval = Vec::new();
     for step in started_at..total {
         if control.stop_before == Some(step) {
             break;
@@ -286,6 +291,16 @@ pub fn run(
             .interrupt
             .as_ref()
             .is_some_and(|flag| flag.load(Ordering::SeqCst));
+        // Before the checkpoint of the same step, so a run resumed from that checkpoint has the
+        // row; not on an interrupt (preemption wants a quick exit).
+        let every = config.eval.every_steps;
+        if !interrupted && (done == total || (every > 0 && done % every == 0)) {
+            eval = evaluate(&model, &clip, config, device)?;
+            if !eval.is_empty() {
+                append_metrics(&metrics_path, &metrics_row(done, &eval))?;
+                window = (Instant::now(), 0);
+            }
+        }
         if done % config.checkpoint.every_steps == 0 || done == total || interrupted {
             let state = TrainState {
                 format_version: CHECKPOINT_FORMAT_VERSION,
@@ -314,6 +329,7 @@ pub fn run(
         skipped_checkpoints,
         last_checkpoint,
         interrupted: stopped_early,
+        eval,
     })
 }
 
@@ -362,7 +378,7 @@ impl burn::module::ModuleVisitor for Materialize {
     }
 }
 
-fn append_metrics(path: &Path, row: &MetricsRow) -> Result<(), TrainError> {
+fn append_metrics(path: &Path, row: &impl Serialize) -> Result<(), TrainError> {
     let line = serde_json::to_string(row).map_err(|e| bad(path, e.to_string()))?;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -379,7 +395,10 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), TrainError> {
     };
     let kept: String = text
         .lines()
-        .filter(|line| serde_json::from_str::<MetricsRow>(line).is_ok_and(|row| row.step <= step))
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|row| row["step"].as_u64().is_some_and(|s| s <= step))
+        })
         .map(|line| format!("{line}\n"))
         .collect();
     std::fs::write(path, kept).map_err(|e| io(path, e))

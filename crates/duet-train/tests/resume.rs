@@ -15,8 +15,18 @@ fn sample_spec() -> String {
     )
 }
 
-/// The tiny model on the bundled sample: 6 steps of 16, a checkpoint every 2 steps.
+fn val_spec() -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    format!("{}/datasets/sample/val/00000.tar", root.display())
+}
+
+/// The tiny model on the bundled sample: 6 steps of 16, a checkpoint every 2 steps, retrieval
+/// on the 132 held-out pairs after step 4 and at the end.
 fn config() -> TrainConfig {
+    config_with(&[])
+}
+
+fn config_with(overrides: &[&str]) -> TrainConfig {
     let text = format!(
         r#"
 [model]
@@ -41,10 +51,17 @@ every_steps = 2
 keep_last = 5
 [log]
 every_steps = 1
+[eval]
+every_steps = 4
+[[eval.retrieval]]
+name = "val"
+data = "{}"
 "#,
-        sample_spec()
+        sample_spec(),
+        val_spec()
     );
-    TrainConfig::parse(&text, "resume-test.toml", &[]).expect("valid config")
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    TrainConfig::parse(&text, "resume-test.toml", &overrides).expect("valid config")
 }
 
 fn train(dir: &Path, start: Start, stop_before: Option<u64>) -> RunSummary {
@@ -78,17 +95,37 @@ fn interrupted_and_resumed_equals_uninterrupted_bitwise() {
         bits(&full.losses[2..]),
         "losses after resume"
     );
-    // metrics.jsonl: the crashed run's row for step 3 was replaced, one row per step.
-    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).expect("metrics");
-    let steps: Vec<u64> = metrics
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<duet_train::MetricsRow>(l)
-                .expect("row")
-                .step
-        })
+    // metrics.jsonl: the crashed run's row for step 3 was replaced, one row per step, and the
+    // evaluation rows (steps 4 and 6) equal the uninterrupted run's, metric for metric.
+    let rows = |dir: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .expect("metrics")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("row"))
+            .collect()
+    };
+    let resumed_rows = rows(dir.path());
+    let steps: Vec<u64> = resumed_rows
+        .iter()
+        .filter(|r| r.get("loss").is_some())
+        .map(|r| r["step"].as_u64().expect("step"))
         .collect();
     assert_eq!(steps, [1, 2, 3, 4, 5, 6]);
+    let evals = |rows: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        rows.iter()
+            .filter(|r| r.get("val/i2t_r1").is_some())
+            .cloned()
+            .collect()
+    };
+    let full_evals = evals(&rows(full_dir.path()));
+    assert_eq!(full_evals.len(), 2, "{full_evals:?}");
+    assert_eq!(evals(&resumed_rows), full_evals);
+    let last = &full.eval[0];
+    assert_eq!((last.set.as_str(), last.metrics.pairs), ("val", 132));
+    assert_eq!(
+        full_evals[1]["val/t2i_r5"].as_f64(),
+        Some(last.metrics.t2i_r5)
+    );
 
     // Damage the newest checkpoint (step 6): resuming falls back to step 4, saying why.
     let newest = dir
@@ -112,6 +149,41 @@ fn interrupted_and_resumed_equals_uninterrupted_bitwise() {
         again.skipped_checkpoints
     );
     assert_eq!(bits(&again.losses), bits(&full.losses[4..]));
+}
+
+#[test]
+fn accumulating_two_half_batches_trains_like_the_full_batch() {
+    // Both runs read 16 samples per step (the loader batch is batch_size x accum_freq) and see
+    // the same 16 negatives; only the gradient's summation order differs.
+    let full_dir = tempfile::tempdir().expect("temp dir");
+    let accum_dir = tempfile::tempdir().expect("temp dir");
+    let device = Device::flex().autodiff();
+    let short = ["train.steps=3", "eval.retrieval=[]"];
+    let full = run(
+        &config_with(&short),
+        full_dir.path(),
+        &device,
+        Start::Fresh,
+        &Control::default(),
+    )
+    .expect("runs");
+    let accum = run(
+        &config_with(&[&short[..], &["train.batch_size=8", "train.accum_freq=2"]].concat()),
+        accum_dir.path(),
+        &device,
+        Start::Fresh,
+        &Control::default(),
+    )
+    .expect("runs");
+    assert_eq!(full.losses.len(), 3);
+    for (a, b) in full.losses.iter().zip(&accum.losses) {
+        assert!(
+            (a - b).abs() < 1e-4 * a.abs(),
+            "{:?} vs {:?}",
+            full.losses,
+            accum.losses
+        );
+    }
 }
 
 #[test]
