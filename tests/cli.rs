@@ -613,3 +613,81 @@ fn sigterm_checkpoints_and_exits_cleanly() {
     assert_eq!(latest.trim(), format!("step-{last_step:08}"));
     assert!(last_step < 1000);
 }
+
+fn json_stdout(args: &[&str]) -> serde_json::Value {
+    let out = duet(args);
+    assert!(
+        out.status.success(),
+        "duet {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+#[test]
+fn eval_retrieval_and_zero_shot_print_json_metrics() {
+    let model = "tests/fixtures/clip-tiny/hf";
+    let r = json_stdout(&[
+        "eval",
+        "retrieval",
+        "--model",
+        model,
+        "--data",
+        "datasets/sample/val/00000.tar",
+        "--json",
+    ]);
+    assert_eq!(r["pairs"].as_u64(), Some(132));
+    for key in ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"] {
+        let v = r[key].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=100.0).contains(&v), "{key} = {v}");
+    }
+    // Recall can only grow with k; the median rank is an integer.
+    assert!(r["i2t_r1"].as_f64() <= r["i2t_r5"].as_f64());
+    assert_eq!(r["t2i_median_rank"].as_f64().map(f64::fract), Some(0.0));
+
+    // An image folder: classes are the sorted sub-folder names.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    for (class, photos) in [
+        ("cat", &["chelsea.png"][..]),
+        ("rocket", &["rocket.jpg", "coffee.png"][..]),
+    ] {
+        let dir = tmp.path().join(class);
+        std::fs::create_dir(&dir).expect("mkdir");
+        for photo in photos {
+            std::fs::copy(root().join("datasets/photos").join(photo), dir.join(photo))
+                .expect("copy");
+        }
+    }
+    let z = json_stdout(&[
+        "eval",
+        "zero-shot",
+        "--model",
+        model,
+        "--dataset",
+        tmp.path().to_str().expect("utf-8"),
+        "--templates",
+        "cifar",
+        "--json",
+    ]);
+    assert_eq!(z["count"].as_u64(), Some(3));
+    assert_eq!(z["templates"].as_u64(), Some(18));
+    // Two classes: everything is in the top 5.
+    assert_eq!(z["top5"].as_f64(), Some(100.0));
+    let per_class = z["per_class"].as_object().expect("per_class");
+    assert_eq!(
+        per_class.keys().collect::<Vec<_>>(),
+        ["cat", "rocket"],
+        "{z}"
+    );
+    fails_with(
+        &[
+            "eval",
+            "zero-shot",
+            "--model",
+            model,
+            "--dataset",
+            "datasets/sample/val/00000.tar",
+        ],
+        &["--classes FILE is needed"],
+    );
+}

@@ -2,6 +2,7 @@
 
 mod backend;
 mod embed;
+mod eval;
 mod export;
 mod output;
 mod plots;
@@ -23,6 +24,9 @@ struct Cli {
 enum Command {
     /// Write L2-normalised image and text embeddings of a model.
     Embed(embed::EmbedArgs),
+    /// Evaluate a model: zero-shot classification or image-text retrieval.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// Write a model directory in another layout (e.g. OpenCLIP -> Hugging Face).
     Export(export::ExportArgs),
     /// Train a model from a train config (TOML) into a run directory.
@@ -55,6 +59,7 @@ fn main() -> Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("embed arguments missing"))?;
             embed::run(args, embed::input_order(sub))
         }
+        Command::Eval(command) => eval::run(command),
         Command::Export(args) => export::run(args),
         Command::Shards(command) => shards::run(command),
         Command::Pretrain(args) => train::pretrain(&args),

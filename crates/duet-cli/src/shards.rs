@@ -121,7 +121,11 @@ fn inspect(args: &InspectArgs) -> Result<()> {
     let mut counts = SampleCounts::new();
     let mut hinted = Some(0u64);
     for url in spec.shards() {
-        let hint = counts.hint(&*stores, url).unwrap_or(None);
+        // A malformed count file only loses the announced total; the samples are still read.
+        let hint = counts.hint(&*stores, url).unwrap_or_else(|error| {
+            tracing::warn!("ignoring the announced sample count: {error}");
+            None
+        });
         hinted = hinted.zip(hint).map(|(a, b)| a + b);
     }
     let text = match &args.caption_json_key {

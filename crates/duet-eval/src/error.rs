@@ -26,6 +26,14 @@ pub enum EvalError {
         /// Text width.
         text_dim: usize,
     },
+    /// An input file or value is unusable.
+    #[error("{origin}: {message}")]
+    Input {
+        /// The file (and line) or value.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Nothing to evaluate.
     #[error("{what}: no pairs to evaluate")]
     Empty {

@@ -1,10 +1,18 @@
 //! Evaluation of CLIP models on held-out data: image–text retrieval recall and ranks over a shard
-//! spec of pairs ([`retrieval_metrics`], [`embed_pairs`]).
+//! spec of pairs ([`retrieval_metrics`], [`embed_pairs`]) and zero-shot classification
+//! ([`classifier`], [`zero_shot_metrics`]).
 
+mod classes;
 mod embed;
 mod error;
 mod retrieval;
+mod zero_shot;
 
+pub use classes::{ClassData, LabelledEmbeddings, embed_labelled};
 pub use embed::{PairEmbeddings, PairSource, embed_pairs};
 pub use error::EvalError;
 pub use retrieval::{RetrievalMetrics, ranks, retrieval_metrics};
+pub use zero_shot::{
+    BUILTIN_TEMPLATES, ClassAccuracy, ZeroShotMetrics, builtin_templates, classifier,
+    parse_templates, zero_shot_metrics,
+};

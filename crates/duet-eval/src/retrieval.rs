@@ -140,7 +140,8 @@ pub fn ranks(
     Ok(out)
 }
 
-fn rank_in_row(row: &[f32], truth: usize) -> usize {
+/// 1-based rank of `row[truth]` in `row`: ties go to the lower index, a NaN truth ranks last.
+pub(crate) fn rank_in_row(row: &[f32], truth: usize) -> usize {
     let s = row[truth];
     if s.is_nan() {
         return row.len();
