@@ -219,10 +219,23 @@ fn exported_models_embed_the_same() {
         ]);
         read_jsonl(&out)
     };
+    // duet -> OpenCLIP's hub layout closes the circle (open_clip itself loads it:
+    // scripts/bench/side_by_side.py evaluates such exports with OpenCLIP's code).
+    let openclip = dir.path().join("openclip");
+    ok(&[
+        "export",
+        "--model",
+        duet_dir.to_str().expect("utf-8"),
+        "--format",
+        "openclip",
+        "--out",
+        openclip.to_str().expect("utf-8"),
+    ]);
     let original = embed("tests/fixtures/clip-tiny/openclip", "a.jsonl");
     for exported in [
         embed(hf_str, "b.jsonl"),
         embed(duet_dir.to_str().expect("utf-8"), "c.jsonl"),
+        embed(openclip.to_str().expect("utf-8"), "d.jsonl"),
     ] {
         for (a, b) in original.iter().zip(&exported) {
             assert_eq!(a.embedding, b.embedding, "{}", a.input);

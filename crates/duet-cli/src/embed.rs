@@ -18,7 +18,8 @@ use crate::output::{Embedded, InputKind, OutputFormat, write};
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
     /// Model directory: Hugging Face (`config.json` + `model.safetensors`), OpenCLIP
-    /// (`open_clip_config.json` + `open_clip_model.safetensors`) or duet layout.
+    /// (`open_clip_config.json` + `open_clip_model.safetensors`) or duet layout, a checkpoint,
+    /// or a run directory (its latest checkpoint).
     #[arg(long)]
     model: PathBuf,
     /// An image file to embed (JPEG, PNG or WebP); repeatable.
@@ -193,8 +194,9 @@ pub fn run(args: EmbedArgs, order: Vec<Source>) -> Result<()> {
     let format = OutputFormat::from_path(&args.out)?;
     let inputs = gather_inputs(&args, &order)?;
     let device = args.device.device()?;
-    let loaded = load_model(&args.model, &device)
-        .with_context(|| format!("loading --model {}", args.model.display()))?;
+    let dir = duet_train::checkpoint::resolve_model_dir(&args.model)?;
+    let loaded =
+        load_model(&dir, &device).with_context(|| format!("loading --model {}", dir.display()))?;
     let (model, config) = (loaded.model, loaded.config);
     let tokenizer = tokenizer(&args, &config)?;
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
-use duet_model::{load_model, save_duet, save_hf};
+use duet_model::{load_model, save_duet, save_hf, save_openclip};
 
 /// Layouts `duet export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -14,6 +14,8 @@ pub enum Format {
     Hf,
     /// duet's own layout (`duet_model.json` + `model.safetensors`).
     Duet,
+    /// OpenCLIP's hub layout: `open_clip.create_model_and_transforms("local-dir:DIR")` loads it.
+    Openclip,
 }
 
 /// Arguments of `duet export`.
@@ -42,6 +44,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         Format::Duet => {
             save_duet(&loaded.model, &loaded.config, &args.out)?;
         }
+        Format::Openclip => save_openclip(&loaded.model, &loaded.config, &args.out)?,
     }
     tracing::info!(
         from = ?loaded.format,

@@ -28,5 +28,5 @@ pub use text::TextTower;
 pub use vision::VisionTower;
 pub use weights::{
     DUET_FORMAT_VERSION, KeyMapping, KeyTransform, LoadedModel, ModelFormat, load_model,
-    load_weights, read_config, save_duet, save_hf,
+    load_weights, read_config, save_duet, save_hf, save_openclip,
 };

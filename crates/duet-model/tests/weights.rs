@@ -7,7 +7,9 @@ use std::path::Path;
 
 use burn::tensor::Device;
 use common::{assert_close, fixtures, values};
-use duet_model::{ModelError, ModelFormat, load_model, read_config, save_duet, save_hf};
+use duet_model::{
+    ModelError, ModelFormat, load_model, read_config, save_duet, save_hf, save_openclip,
+};
 use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
 
@@ -141,9 +143,12 @@ fn export_round_trips() {
     save_hf(&original.model, &original.config, hf.path()).expect("export");
     let duet = tempfile::tempdir().expect("tempdir");
     save_duet(&original.model, &original.config, duet.path()).expect("save");
+    let openclip = tempfile::tempdir().expect("tempdir");
+    save_openclip(&original.model, &original.config, openclip.path()).expect("export");
     for (dir, format) in [
         (hf.path(), ModelFormat::HuggingFace),
         (duet.path(), ModelFormat::Duet),
+        (openclip.path(), ModelFormat::OpenClip),
     ] {
         let (config, found) = read_config(dir).expect("config");
         assert_eq!(found, format);

@@ -253,7 +253,10 @@ pub fn parse_openclip_config(json: &str, path: &Path) -> Result<ClipConfig, Mode
     Ok(config)
 }
 
-/// Writes `config` as an OpenCLIP model config (the inverse of [`parse_openclip_config`]).
+/// Writes `config` as OpenCLIP's hub `open_clip_config.json` (the inverse of
+/// [`parse_openclip_config`]): `model_cfg` as open_clip 3.3's `CLIPVisionCfg`/`CLIPTextCfg` accept
+/// it (no normalisation constants there), and `preprocess_cfg` with mean, std, bicubic and
+/// shortest-side resizing.
 ///
 /// OpenCLIP has one `quick_gelu` flag for both towers, so a config whose towers differ in
 /// activation is rejected.
@@ -276,8 +279,8 @@ pub fn to_openclip_json(config: &ClipConfig) -> Result<Value, ModelError> {
             mlp_ratio: v.mlp_dim as f64 / v.width as f64,
             patch_size: v.patch_size,
             image_size: v.image_size,
-            image_mean: Some(v.image_mean),
-            image_std: Some(v.image_std),
+            image_mean: None,
+            image_std: None,
             rest: BTreeMap::new(),
         },
         text_cfg: OcText {
@@ -293,7 +296,17 @@ pub fn to_openclip_json(config: &ClipConfig) -> Result<Value, ModelError> {
         init_logit_bias: config.logit_bias_init,
         rest: BTreeMap::new(),
     };
-    serde_json::to_value(oc).map_err(|e| ModelError::invalid("config", e.to_string()))
+    let model_cfg =
+        serde_json::to_value(oc).map_err(|e| ModelError::invalid("config", e.to_string()))?;
+    Ok(serde_json::json!({
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {
+            "mean": v.image_mean,
+            "std": v.image_std,
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
+    }))
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ use crate::hf::{
     HF_IGNORABLE, hf_table, parse_hf_config, parse_hf_preprocessor, to_hf_config,
     to_hf_preprocessor,
 };
-use crate::openclip::{OPENCLIP_IGNORABLE, openclip_table, parse_openclip_config};
+use crate::openclip::{
+    OPENCLIP_IGNORABLE, openclip_table, parse_openclip_config, to_openclip_json,
+};
 use crate::{ClipConfig, ClipModel, ModelError};
 use remap::{HostTensor, Mapping, Transform};
 
@@ -244,6 +246,18 @@ pub fn save_hf(model: &ClipModel, config: &ClipConfig, dir: &Path) -> Result<(),
         &to_hf_preprocessor(config),
     )?;
     write_json(&dir.join("config.json"), &hf_config)
+}
+
+/// Writes `model` as an OpenCLIP hub directory (`open_clip_config.json` with `model_cfg` and
+/// `preprocess_cfg`, `open_clip_model.safetensors` with OpenCLIP's keys and fused q/k/v), which
+/// `open_clip.create_model_and_transforms("local-dir:DIR")` loads.
+pub fn save_openclip(model: &ClipModel, config: &ClipConfig, dir: &Path) -> Result<(), ModelError> {
+    let hub = to_openclip_json(config)?;
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let tensors =
+        remap::export(model, &openclip_table(config)).map_err(|m| export_error(dir, m))?;
+    write_safetensors(&dir.join("open_clip_model.safetensors"), &tensors)?;
+    write_json(&dir.join("open_clip_config.json"), &hub)
 }
 
 /// Writes `model` in duet's own layout (`duet_model.json` + `model.safetensors`).
