@@ -14,7 +14,7 @@ Captions are class names in templates, one picked per image by a seeded RNG. The
 deliberately not the ones zero-shot evaluation uses (`--templates cifar` / `openai_imagenet`),
 so zero-shot accuracy measures transfer from caption to prompt, not memorised strings:
 "a product photo of a pullover.", "pullover, greyscale, 28 by 28 pixels", … Class names are
-the dataset's, lower-cased, "T-shirt/top" read as "t-shirt".
+the dataset's (datasets/fashion-mnist/classes.txt), lower-cased.
 
 The t10k split is not converted: `duet eval zero-shot` reads its IDX files directly.
 """
@@ -31,7 +31,8 @@ import tarfile
 from PIL import Image
 
 SOURCE = pathlib.Path("/usr/share/datasets/fashion-mnist")
-CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+# datasets/fashion-mnist/classes.txt, lower-cased (CLIP's tokenizer lower-cases anyway).
+CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
            "bag", "ankle boot"]
 TEMPLATES = [
     "a product photo of a {}.",
