@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use duet_data::{ClipTokenizer, FieldSelector, PadToken, TextField, TokenizerConfig};
 use duet_eval::{
-    BUILTIN_TEMPLATES, ClassData, PairSource, builtin_templates, classifier, embed_labelled,
-    embed_pairs, parse_templates, retrieval_metrics, zero_shot_metrics,
+    ClassData, PairSource, classifier, embed_labelled, embed_pairs, load_templates,
+    read_class_names, retrieval_metrics, zero_shot_metrics,
 };
 use duet_model::{LoadedModel, load_model};
 use duet_train::checkpoint::resolve_model_dir;
@@ -91,42 +91,11 @@ fn model(path: &Path, device: &burn::tensor::Device) -> Result<LoadedModel> {
     load_model(&dir, device).with_context(|| format!("loading --model {}", dir.display()))
 }
 
-fn read_lines(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading --classes {}", path.display()))?;
-    let names: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
-    if names.is_empty() {
-        bail!("--classes {}: no class names", path.display());
-    }
-    Ok(names)
-}
-
-fn templates(arg: &str) -> Result<Vec<String>> {
-    if let Some(templates) = builtin_templates(arg) {
-        return Ok(templates);
-    }
-    let path = Path::new(arg);
-    if !path.is_file() {
-        let names: Vec<&str> = BUILTIN_TEMPLATES.iter().map(|(n, _)| *n).collect();
-        bail!(
-            "--templates {arg}: neither a built-in list ({}) nor a file",
-            names.join(", ")
-        );
-    }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {arg}"))?;
-    Ok(parse_templates(&text, arg)?)
-}
-
 fn zero_shot(args: &ZeroShotArgs) -> Result<()> {
     let data = ClassData::detect(&args.dataset);
     let classes = match (&args.classes, data.folder_classes()?) {
         (Some(path), Some(folders)) => {
-            let names = read_lines(path)?;
+            let names = read_class_names(path)?;
             if names.len() != folders.len() {
                 bail!(
                     "--classes {} has {} names, {} has {} class folders",
@@ -138,14 +107,14 @@ fn zero_shot(args: &ZeroShotArgs) -> Result<()> {
             }
             names
         }
-        (Some(path), None) => read_lines(path)?,
+        (Some(path), None) => read_class_names(path)?,
         (None, Some(folders)) => folders,
         (None, None) => bail!(
             "--classes FILE is needed: {} has no class names",
             args.dataset
         ),
     };
-    let templates = templates(&args.templates)?;
+    let templates = load_templates(&args.templates)?;
     let device = args.device.device()?;
     let loaded = model(&args.model, &device)?;
     let tokenizer = ClipTokenizer::bundled(TokenizerConfig {

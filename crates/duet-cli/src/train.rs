@@ -8,7 +8,8 @@ use clap::Args;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use duet_train::{Control, Progress, ProgressFn, RunSummary, Start, TrainConfig, run};
+use duet_eval::RetrievalMetrics;
+use duet_train::{Control, EvalMetrics, Progress, ProgressFn, RunSummary, Start, TrainConfig, run};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::DeviceKind;
@@ -195,6 +196,33 @@ fn progress_bar() -> ProgressFn {
     })
 }
 
+fn print_retrieval(set: &str, m: &RetrievalMetrics, skipped: u64) {
+    println!(
+        "held-out retrieval on {set} ({} pairs{}):",
+        m.pairs,
+        if skipped > 0 {
+            format!(", {skipped} samples skipped")
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "  image->text R@1 {:5.1}%  R@5 {:5.1}%  R@10 {:5.1}%  median rank {}",
+        m.i2t_r1, m.i2t_r5, m.i2t_r10, m.i2t_median_rank
+    );
+    println!(
+        "  text->image R@1 {:5.1}%  R@5 {:5.1}%  R@10 {:5.1}%  median rank {}",
+        m.t2i_r1, m.t2i_r5, m.t2i_r10, m.t2i_median_rank
+    );
+    println!(
+        "  chance      R@1 {:5.1}%  R@5 {:5.1}%  R@10 {:5.1}%  median rank {}",
+        m.chance_recall(1),
+        m.chance_recall(5),
+        m.chance_recall(10),
+        m.pairs.div_ceil(2)
+    );
+}
+
 fn report(summary: &RunSummary, run_dir: &Path) {
     if summary.interrupted {
         println!(
@@ -212,32 +240,19 @@ fn report(summary: &RunSummary, run_dir: &Path) {
         summary.steps
     );
     for result in &summary.eval {
-        let m = &result.metrics;
-        println!(
-            "held-out retrieval on {} ({} pairs{}):",
-            result.set,
-            m.pairs,
-            if result.skipped > 0 {
-                format!(", {} samples skipped", result.skipped)
-            } else {
-                String::new()
-            }
-        );
-        println!(
-            "  image->text R@1 {:5.1}%  R@5 {:5.1}%  R@10 {:5.1}%  median rank {}",
-            m.i2t_r1, m.i2t_r5, m.i2t_r10, m.i2t_median_rank
-        );
-        println!(
-            "  text->image R@1 {:5.1}%  R@5 {:5.1}%  R@10 {:5.1}%  median rank {}",
-            m.t2i_r1, m.t2i_r5, m.t2i_r10, m.t2i_median_rank
-        );
-        println!(
-            "  chance      R@1 {:5.1}%  R@5 {:5.1}%  R@10 {:5.1}%  median rank {}",
-            m.chance_recall(1),
-            m.chance_recall(5),
-            m.chance_recall(10),
-            m.pairs.div_ceil(2)
-        );
+        match &result.metrics {
+            EvalMetrics::Retrieval(m) => print_retrieval(&result.set, m, result.skipped),
+            EvalMetrics::ZeroShot(m) => println!(
+                "zero-shot on {} ({} images, {} classes): top-1 {:.1}%  top-5 {:.1}%  \
+                 (chance top-1 {:.1}%)",
+                result.set,
+                m.count,
+                m.per_class.len(),
+                m.top1,
+                m.top5,
+                100.0 / m.per_class.len().max(1) as f64
+            ),
+        }
     }
     println!("run directory {}:", run_dir.display());
     println!("  metrics.jsonl   every logged step");

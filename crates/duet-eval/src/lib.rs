@@ -14,5 +14,5 @@ pub use error::EvalError;
 pub use retrieval::{RetrievalMetrics, ranks, retrieval_metrics};
 pub use zero_shot::{
     BUILTIN_TEMPLATES, ClassAccuracy, ZeroShotMetrics, builtin_templates, classifier,
-    parse_templates, zero_shot_metrics,
+    load_templates, parse_templates, read_class_names, zero_shot_metrics,
 };

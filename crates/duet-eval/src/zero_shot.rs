@@ -64,6 +64,44 @@ pub fn builtin_templates(name: &str) -> Option<Vec<String>> {
         .and_then(|(n, text)| parse_templates(text, n).ok())
 }
 
+/// The templates `arg` names: a built-in list, else a file of templates.
+pub fn load_templates(arg: &str) -> Result<Vec<String>, EvalError> {
+    if let Some(templates) = builtin_templates(arg) {
+        return Ok(templates);
+    }
+    let names: Vec<&str> = BUILTIN_TEMPLATES.iter().map(|(n, _)| *n).collect();
+    let text = std::fs::read_to_string(arg).map_err(|e| EvalError::Input {
+        origin: arg.to_owned(),
+        message: format!(
+            "neither a built-in template list ({}) nor a readable file: {e}",
+            names.join(", ")
+        ),
+    })?;
+    parse_templates(&text, arg)
+}
+
+/// Class names from a file: one per line, in label order; blank lines skipped.
+pub fn read_class_names(path: &std::path::Path) -> Result<Vec<String>, EvalError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| EvalError::Input {
+        origin: origin.clone(),
+        message: e.to_string(),
+    })?;
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if names.is_empty() {
+        return Err(EvalError::Input {
+            origin,
+            message: "no class names".into(),
+        });
+    }
+    Ok(names)
+}
+
 /// The zero-shot weights `[classes, e]`: per class, the normalised mean of the normalised
 /// embeddings of every template filled with its name. `model` is an inference model on `device`.
 pub fn classifier(

@@ -81,6 +81,8 @@ pub struct EvalConfig {
     pub batch_size: usize,
     /// Image–text retrieval sets (OpenCLIP `--val-data`).
     pub retrieval: Vec<RetrievalSet>,
+    /// Zero-shot classification sets (OpenCLIP `--imagenet-val`, generalised).
+    pub zero_shot: Vec<ZeroShotSet>,
 }
 
 impl Default for EvalConfig {
@@ -89,8 +91,38 @@ impl Default for EvalConfig {
             every_steps: 0,
             batch_size: 256,
             retrieval: Vec::new(),
+            zero_shot: Vec::new(),
         }
     }
+}
+
+/// One `[[eval.zero_shot]]` set: metrics `<name>/top1`, `<name>/top5`, `<name>/mean_per_class`.
+///
+/// ```toml
+/// [[eval.zero_shot]]
+/// name = "fmnist"
+/// dataset = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+/// classes = "datasets/fashion-mnist/classes.txt"
+/// templates = "cifar"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZeroShotSet {
+    /// Names the metrics; letters, digits, `_` and `-`.
+    pub name: String,
+    /// An image folder, an IDX images file, or shards with `.cls` (as `duet eval zero-shot`).
+    pub dataset: String,
+    /// Class names, one per line in label order; a folder's sub-folders when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<PathBuf>,
+    /// A built-in template list (`openai_imagenet`, `simple_imagenet`, `cifar`, `photo`) or a
+    /// file with one `{}` template per line.
+    #[serde(default = "default_templates")]
+    pub templates: String,
+}
+
+fn default_templates() -> String {
+    "openai_imagenet".into()
 }
 
 /// One `[[eval.retrieval]]` set: its metrics are logged as `<name>/i2t_r1`, ….
@@ -498,27 +530,55 @@ impl TrainConfig {
                 "must be at least 1, got 0",
             ));
         }
-        for (i, set) in self.eval.retrieval.iter().enumerate() {
-            let key = format!("eval.retrieval[{i}]");
-            let name_ok = !set.name.is_empty()
-                && set
-                    .name
+        let names: Vec<(String, &str)> = self
+            .eval
+            .retrieval
+            .iter()
+            .enumerate()
+            .map(|(i, set)| (format!("eval.retrieval[{i}]"), set.name.as_str()))
+            .chain(
+                self.eval
+                    .zero_shot
+                    .iter()
+                    .enumerate()
+                    .map(|(i, set)| (format!("eval.zero_shot[{i}]"), set.name.as_str())),
+            )
+            .collect();
+        for (i, (key, name)) in names.iter().enumerate() {
+            let name_ok = !name.is_empty()
+                && name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !name_ok {
                 return Err(TrainError::invalid(
                     format!("{key}.name"),
-                    format!("{:?}: use letters, digits, _ and -", set.name),
+                    format!("{name:?}: use letters, digits, _ and -"),
                 ));
             }
-            if self.eval.retrieval[..i].iter().any(|s| s.name == set.name) {
+            if names[..i].iter().any(|(_, other)| other == name) {
                 return Err(TrainError::invalid(
                     format!("{key}.name"),
-                    format!("{:?} is used twice", set.name),
+                    format!("{name:?} is used twice"),
                 ));
             }
-            duet_data::parse_spec(&set.data, None)
-                .map_err(|e| TrainError::invalid(format!("{key}.data"), e.to_string()))?;
+        }
+        for (i, set) in self.eval.retrieval.iter().enumerate() {
+            duet_data::parse_spec(&set.data, None).map_err(|e| {
+                TrainError::invalid(format!("eval.retrieval[{i}].data"), e.to_string())
+            })?;
+        }
+        for (i, set) in self.eval.zero_shot.iter().enumerate() {
+            let key = format!("eval.zero_shot[{i}]");
+            duet_eval::load_templates(&set.templates)
+                .map_err(|e| TrainError::invalid(format!("{key}.templates"), e.to_string()))?;
+            crate::evaluate::load_classes(set).map_err(|e| {
+                let field = if set.classes.is_some() {
+                    "classes"
+                } else {
+                    "dataset"
+                };
+                TrainError::invalid(format!("{key}.{field}"), e.to_string())
+            })?;
         }
         duet_data::parse_spec(&self.data.train, self.data.upsampling.as_deref()).map_err(|e| {
             let key = if matches!(e, duet_data::DataError::UpsamplingMismatch { .. }) {

@@ -15,10 +15,10 @@ mod step;
 
 pub use config::{
     CheckpointConfig, DataSection, EvalConfig, FINETUNE_DEFAULT_LR, LogConfig, ModelSection,
-    NonFinite, OptimizerConfig, RetrievalSet, TrainConfig, TrainSection,
+    NonFinite, OptimizerConfig, RetrievalSet, TrainConfig, TrainSection, ZeroShotSet,
 };
 pub use error::TrainError;
-pub use evaluate::{EvalResult, evaluate, metrics_row};
+pub use evaluate::{EvalMetrics, EvalResult, evaluate, metrics_row};
 pub use lock::LockConfig;
 pub use run::{Control, MetricsRow, Progress, ProgressFn, RunSummary, Start, loader_config, run};
 pub use schedule::ScheduleConfig;

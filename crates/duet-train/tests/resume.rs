@@ -121,11 +121,11 @@ fn interrupted_and_resumed_equals_uninterrupted_bitwise() {
     assert_eq!(full_evals.len(), 2, "{full_evals:?}");
     assert_eq!(evals(&resumed_rows), full_evals);
     let last = &full.eval[0];
-    assert_eq!((last.set.as_str(), last.metrics.pairs), ("val", 132));
-    assert_eq!(
-        full_evals[1]["val/t2i_r5"].as_f64(),
-        Some(last.metrics.t2i_r5)
-    );
+    let duet_train::EvalMetrics::Retrieval(m) = &last.metrics else {
+        panic!("a retrieval set: {last:?}");
+    };
+    assert_eq!((last.set.as_str(), m.pairs), ("val", 132));
+    assert_eq!(full_evals[1]["val/t2i_r5"].as_f64(), Some(m.t2i_r5));
 
     // Damage the newest checkpoint (step 6): resuming falls back to step 4, saying why.
     let newest = dir
@@ -184,6 +184,51 @@ fn accumulating_two_half_batches_trains_like_the_full_batch() {
             accum.losses
         );
     }
+}
+
+#[test]
+fn zero_shot_sets_are_evaluated_and_logged() {
+    // Two classes from the bundled photos: with 2 classes every image is in the top 5.
+    let data = tempfile::tempdir().expect("temp dir");
+    let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/photos");
+    for (class, photo) in [("cat", "chelsea.png"), ("horse", "horse.png")] {
+        std::fs::create_dir(data.path().join(class)).expect("mkdir");
+        std::fs::copy(photos.join(photo), data.path().join(class).join(photo)).expect("copy");
+    }
+    let dataset = format!(
+        "eval.zero_shot=[{{name = \"photos\", dataset = \"{}\", templates = \"photo\"}}]",
+        data.path().display()
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let device = Device::flex().autodiff();
+    let summary = run(
+        &config_with(&["train.steps=3", "eval.retrieval=[]", &dataset]),
+        dir.path(),
+        &device,
+        Start::Fresh,
+        &Control::default(),
+    )
+    .expect("runs");
+    let duet_train::EvalMetrics::ZeroShot(m) = &summary.eval[0].metrics else {
+        panic!("a zero-shot set: {:?}", summary.eval);
+    };
+    assert_eq!((m.count, m.top5), (2, 100.0));
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).expect("metrics");
+    let last: serde_json::Value =
+        serde_json::from_str(metrics.lines().last().expect("a row")).expect("json");
+    assert_eq!(last["step"].as_u64(), Some(3));
+    assert_eq!(last["photos/top5"].as_f64(), Some(100.0));
+    assert_eq!(last["photos/top1"].as_f64(), Some(m.top1));
+
+    // A set without class names (IDX, shards) must name a classes file, before any work.
+    let no_classes = "eval.zero_shot=[{name = \"x\", dataset = \"t10k-images-idx3-ubyte.gz\"}]";
+    let text = std::fs::read_to_string(dir.path().join("config.toml")).expect("config");
+    let err = TrainConfig::parse(&text, "run.toml", &[no_classes.to_string()])
+        .expect_err("no class names");
+    assert!(
+        err.to_string().starts_with("eval.zero_shot[0].dataset"),
+        "{err}"
+    );
 }
 
 #[test]
