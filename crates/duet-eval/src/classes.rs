@@ -396,7 +396,7 @@ mod tests {
     }
 
     #[test]
-    fn folders_and_idx_give_labels_in_order() {
+    fn folders_idx_files_and_cls_shards_give_labels_in_order() {
         let device = Device::flex();
         let clip = preset("tiny").expect("preset");
         let model = clip.init(&device).expect("model");
@@ -433,5 +433,43 @@ mod tests {
         let got = embed_labelled(&model, &clip, &data, 2, &device).expect("embeds");
         assert_eq!(got.labels, [7, 0, 7]);
         assert_eq!(got.images.dims(), [3, clip.embed_dim]);
+
+        // A webdataset tar whose samples carry `.cls`: labels in shard order; a `.cls` that is
+        // not an integer is an error naming the sample.
+        let mut png = Vec::new();
+        RgbImage::from_pixel(8, 8, image::Rgb([10, 20, 30]))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .expect("png");
+        let shard = |path: &Path, classes: &[&str]| {
+            let mut tar = tar::Builder::new(std::fs::File::create(path).expect("tar"));
+            for (i, cls) in classes.iter().enumerate() {
+                for (ext, bytes) in [("png", png.as_slice()), ("cls", cls.as_bytes())] {
+                    let mut header = tar::Header::new_ustar();
+                    header.set_size(bytes.len() as u64);
+                    header.set_mode(0o644);
+                    header.set_cksum();
+                    tar.append_data(&mut header, format!("{i:09}.{ext}"), bytes)
+                        .expect("member");
+                }
+            }
+            tar.finish().expect("tar");
+        };
+        let good = dir.path().join("cls.tar");
+        shard(&good, &["2", "0\n", "1"]);
+        let data = ClassData::detect(good.to_str().expect("utf-8"));
+        assert_eq!(data, ClassData::Shards(good.display().to_string()));
+        let got = embed_labelled(&model, &clip, &data, 2, &device).expect("embeds");
+        assert_eq!(got.labels, [2, 0, 1]);
+        let bad = dir.path().join("bad.tar");
+        shard(&bad, &["3", "cat"]);
+        let err = embed_labelled(
+            &model,
+            &clip,
+            &ClassData::Shards(bad.display().to_string()),
+            2,
+            &device,
+        )
+        .expect_err("not an index");
+        assert!(err.to_string().contains("sample 000000001"), "{err}");
     }
 }
