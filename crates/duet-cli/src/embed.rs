@@ -9,7 +9,7 @@ use duet_data::{
     ClipTokenizer, DecodeConfig, EvalTransformConfig, Normalize, PadToken, ResizeMode,
     TokenizerConfig, decode_rgb8, images_to_tensor, tokens_to_tensor,
 };
-use duet_model::{ClipConfig, ClipModel, l2_normalize, load_model};
+use duet_model::{ClipConfig, ClipModel, l2_normalize};
 
 use crate::backend::DeviceKind;
 use crate::output::{Embedded, InputKind, OutputFormat, write};
@@ -194,9 +194,7 @@ pub fn run(args: EmbedArgs, order: Vec<Source>) -> Result<()> {
     let format = OutputFormat::from_path(&args.out)?;
     let inputs = gather_inputs(&args, &order)?;
     let device = args.device.device()?;
-    let dir = duet_train::checkpoint::resolve_model_dir(&args.model)?;
-    let loaded =
-        load_model(&dir, &device).with_context(|| format!("loading --model {}", dir.display()))?;
+    let loaded = crate::model_arg::load(&args.model, &device)?;
     let (model, config) = (loaded.model, loaded.config);
     let tokenizer = tokenizer(&args, &config)?;
 

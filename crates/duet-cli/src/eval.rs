@@ -1,22 +1,17 @@
 //! `duet eval zero-shot` and `duet eval retrieval`: a model (directory, checkpoint or run)
 //! scored on labelled images or held-out image–text pairs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use duet_data::{ClipTokenizer, FieldSelector, PadToken, TextField, TokenizerConfig};
+use duet_data::{FieldSelector, TextField};
 use duet_eval::{
-    ClassData, PairSource, classifier, embed_labelled, embed_pairs, load_templates,
-    read_class_names, retrieval_metrics, zero_shot_metrics,
+    ClassData, PairSource, evaluate_retrieval, evaluate_zero_shot, load_templates, read_class_names,
 };
-use duet_model::{LoadedModel, load_model};
-use duet_train::checkpoint::resolve_model_dir;
 
 use crate::backend::DeviceKind;
-
-/// Scores computed per block of queries.
-const CHUNK: usize = 1024;
+use crate::model_arg;
 
 /// `duet eval` subcommands.
 #[derive(Debug, Subcommand)]
@@ -86,11 +81,6 @@ pub fn run(command: EvalCommand) -> Result<()> {
     }
 }
 
-fn model(path: &Path, device: &burn::tensor::Device) -> Result<LoadedModel> {
-    let dir = resolve_model_dir(path)?;
-    load_model(&dir, device).with_context(|| format!("loading --model {}", dir.display()))
-}
-
 fn zero_shot(args: &ZeroShotArgs) -> Result<()> {
     let data = ClassData::detect(&args.dataset);
     let classes = match (&args.classes, data.folder_classes()?) {
@@ -116,20 +106,16 @@ fn zero_shot(args: &ZeroShotArgs) -> Result<()> {
     };
     let templates = load_templates(&args.templates)?;
     let device = args.device.device()?;
-    let loaded = model(&args.model, &device)?;
-    let tokenizer = ClipTokenizer::bundled(TokenizerConfig {
-        context_length: loaded.config.text.context_length,
-        pad: PadToken::Zero,
-    })?;
-    let weights = classifier(&loaded.model, &tokenizer, &classes, &templates, &device)?;
-    let images = embed_labelled(
+    let loaded = model_arg::load(&args.model, &device)?;
+    let metrics = evaluate_zero_shot(
         &loaded.model,
         &loaded.config,
         &data,
+        &classes,
+        &templates,
         args.batch_size,
         &device,
     )?;
-    let metrics = zero_shot_metrics(images.images, &images.labels, weights, &classes, CHUNK)?;
     if args.json {
         let per_class: serde_json::Map<String, serde_json::Value> = metrics
             .per_class
@@ -172,7 +158,7 @@ fn zero_shot(args: &ZeroShotArgs) -> Result<()> {
 
 fn retrieval(args: &RetrievalArgs) -> Result<()> {
     let device = args.device.device()?;
-    let loaded = model(&args.model, &device)?;
+    let loaded = model_arg::load(&args.model, &device)?;
     let source = PairSource {
         spec: args.data.clone(),
         fields: FieldSelector {
@@ -183,15 +169,14 @@ fn retrieval(args: &RetrievalArgs) -> Result<()> {
         },
         batch_size: args.batch_size,
     };
-    let pairs = embed_pairs(&loaded.model, &loaded.config, &source, &device)?;
-    let m = retrieval_metrics(pairs.images, pairs.texts, CHUNK)?;
+    let (m, skipped) = evaluate_retrieval(&loaded.model, &loaded.config, &source, &device)?;
     if args.json {
         let mut out = serde_json::Map::new();
         for (name, value) in m.named() {
             out.insert(name.into(), value.into());
         }
         out.insert("pairs".into(), m.pairs.into());
-        out.insert("skipped".into(), pairs.skipped.into());
+        out.insert("skipped".into(), skipped.into());
         println!("{}", serde_json::Value::Object(out));
         return Ok(());
     }

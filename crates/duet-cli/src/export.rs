@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
-use duet_model::{load_model, save_duet, save_hf, save_openclip};
+use duet_model::{save_duet, save_hf, save_openclip};
 
 /// Layouts `duet export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,9 +36,7 @@ pub struct ExportArgs {
 /// Runs `duet export`.
 pub fn run(args: ExportArgs) -> Result<()> {
     let device = Device::flex();
-    let source = duet_train::checkpoint::resolve_model_dir(&args.model)?;
-    let loaded =
-        load_model(&source, &device).with_context(|| format!("loading {}", source.display()))?;
+    let loaded = crate::model_arg::load(&args.model, &device)?;
     match args.format {
         Format::Hf => save_hf(&loaded.model, &loaded.config, &args.out)?,
         Format::Duet => {

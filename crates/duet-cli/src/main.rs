@@ -4,6 +4,7 @@ mod backend;
 mod embed;
 mod eval;
 mod export;
+mod model_arg;
 mod output;
 mod plots;
 mod shards;

@@ -2,17 +2,16 @@
 //! spec holds through the same reading and decoding a training run does.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use duet_data::reader::{CsvColumns, ParquetColumns, ShardFormat};
 use duet_data::write::{ImageBytes, Row, RowError, ShardWriter};
 use duet_data::{
-    AutoReader, ClipTokenizer, DataError, DecodeConfig, EvalTransformConfig, FieldSelector,
+    ClipTokenizer, DataError, DecodeConfig, EvalTransformConfig, FieldSelector,
     ImageTransformConfig, Loader, LoaderConfig, LoaderSource, LocalStore, PIL_MAX_IMAGE_PIXELS,
-    ReadEvent, SampleCounts, SkipCounts, Stores, TextField, TokenizerConfig, WeightedShard,
-    decode_rgb8, image_extension, parse_spec,
+    ReadEvent, SampleCounts, SkipCounts, TextField, TokenizerConfig, decode_rgb8, image_extension,
+    parse_spec,
 };
 use serde::Serialize;
 
@@ -116,13 +115,12 @@ struct Example {
 
 fn inspect(args: &InspectArgs) -> Result<()> {
     let spec = parse_spec(&args.spec, None)?;
-    let stores = Arc::new(Stores::from_env()?);
-    let format = AutoReader::for_urls(spec.shards())?;
+    let source = LoaderSource::from_spec(&spec)?;
     let mut counts = SampleCounts::new();
     let mut hinted = Some(0u64);
     for url in spec.shards() {
         // A malformed count file only loses the announced total; the samples are still read.
-        let hint = counts.hint(&*stores, url).unwrap_or_else(|error| {
+        let hint = counts.hint(&*source.store, url).unwrap_or_else(|error| {
             tracing::warn!("ignoring the announced sample count: {error}");
             None
         });
@@ -160,11 +158,6 @@ fn inspect(args: &InspectArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         config.decode_threads = threads;
     }
-    let source = LoaderSource {
-        shards: WeightedShard::from_spec(&spec),
-        format: Arc::new(format),
-        store: stores,
-    };
     let tokenizer = ClipTokenizer::bundled(TokenizerConfig::default())?;
     let mut loader = Loader::start(&config, source, tokenizer, None)?;
     let mut samples = 0u64;

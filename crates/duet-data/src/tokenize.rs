@@ -66,6 +66,15 @@ impl ClipTokenizer {
         Self::from_bytes(BUNDLED_CLIP_BPE, BUNDLED_ORIGIN, config)
     }
 
+    /// The bundled vocabulary producing `context_length` ids per row, zero-padded as OpenCLIP's
+    /// `tokenize`: what duet trains and evaluates a model of that text context with.
+    pub fn for_context(context_length: usize) -> Result<Self, DataError> {
+        Self::bundled(TokenizerConfig {
+            context_length,
+            ..TokenizerConfig::default()
+        })
+    }
+
     /// Any HF `tokenizer.json` whose vocabulary has `<|startoftext|>` and `<|endoftext|>`.
     pub fn from_file(path: impl AsRef<Path>, config: TokenizerConfig) -> Result<Self, DataError> {
         let path = path.as_ref();

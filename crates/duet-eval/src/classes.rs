@@ -10,19 +10,16 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
 use duet_data::{
-    AutoReader, ClipTokenizer, DecodeConfig, EvalTransform, EvalTransformConfig, FieldSelector,
-    ImageTransformConfig, Loader, LoaderConfig, LoaderSource, Normalize, PadToken, ResizeMode,
-    RgbImage, Stores, TextField, TokenizerConfig, WeightedShard, decode_rgb8, images_to_tensor,
-    parse_spec,
+    DecodeConfig, EvalTransform, FieldSelector, RgbImage, TextField, decode_rgb8, images_to_tensor,
 };
 use duet_model::{ClipConfig, ClipModel, l2_normalize};
 use rayon::prelude::*;
 
 use crate::EvalError;
+use crate::embed::{eval_loader, eval_transform_config};
 
 /// Where labelled images come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,19 +172,12 @@ fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>), EvalError>
 }
 
 fn eval_transform(clip: &ClipConfig) -> Result<EvalTransform, EvalError> {
-    EvalTransformConfig {
-        image_size: clip.vision.image_size as u32,
-        resize: ResizeMode::Shortest,
-        normalize: Normalize {
-            mean: clip.vision.image_mean,
-            std: clip.vision.image_std,
-        },
-    }
-    .init()
-    .map_err(|e| EvalError::Input {
-        origin: "eval transform".into(),
-        message: e.to_string(),
-    })
+    eval_transform_config(clip)
+        .init()
+        .map_err(|e| EvalError::Input {
+            origin: "eval transform".into(),
+            message: e.to_string(),
+        })
 }
 
 /// Embeds `pixels` (already transformed, `[3, s, s]` each) in one forward pass.
@@ -275,33 +265,16 @@ pub fn embed_labelled(
             }
         }
         ClassData::Shards(spec) => {
-            let failed = |e: duet_data::DataError| EvalError::Data {
+            let failed = |e| EvalError::Data {
                 spec: spec.clone(),
                 source: Box::new(e),
             };
-            let parsed = parse_spec(spec, None).map_err(failed)?;
-            let source = LoaderSource {
-                shards: WeightedShard::from_spec(&parsed),
-                format: Arc::new(AutoReader::for_urls(parsed.shards()).map_err(failed)?),
-                store: Arc::new(Stores::from_env().map_err(failed)?),
-            };
             // The `.cls` text rides in the caption slot; the tokens are not used.
-            let tokenizer = ClipTokenizer::bundled(TokenizerConfig {
-                context_length: clip.text.context_length,
-                pad: PadToken::Zero,
-            })
-            .map_err(failed)?;
-            let config = LoaderConfig {
-                fields: FieldSelector {
-                    text: TextField::Field { name: "cls".into() },
-                    ..FieldSelector::default()
-                },
-                ..LoaderConfig::single_pass(
-                    batch_size,
-                    ImageTransformConfig::Eval(*transform.config()),
-                )
+            let fields = FieldSelector {
+                text: TextField::Field { name: "cls".into() },
+                ..FieldSelector::default()
             };
-            let loader = Loader::start(&config, source, tokenizer, None).map_err(failed)?;
+            let loader = eval_loader(spec, fields, batch_size, clip)?;
             for batch in loader {
                 let batch = batch.map_err(failed)?;
                 for (key, cls) in batch.keys.iter().zip(&batch.captions) {

@@ -1,13 +1,10 @@
 //! Embeddings of the image–text pairs of a shard spec, read once in order with the eval
 //! transform (resize the shortest side, centre crop: OpenCLIP's `preprocess_val`).
 
-use std::sync::Arc;
-
 use burn::tensor::{Device, Tensor};
 use duet_data::{
-    AutoReader, ClipTokenizer, EvalTransformConfig, FieldSelector, ImageTransformConfig, Loader,
-    LoaderConfig, LoaderSource, Normalize, PadToken, ResizeMode, Stores, TokenizerConfig,
-    WeightedShard, parse_spec,
+    ClipTokenizer, EvalTransformConfig, FieldSelector, ImageTransformConfig, Loader, LoaderConfig,
+    LoaderSource, Normalize, ResizeMode, parse_spec,
 };
 use duet_model::{ClipConfig, ClipModel, l2_normalize};
 
@@ -37,6 +34,44 @@ pub struct PairEmbeddings {
     pub skipped: u64,
 }
 
+/// OpenCLIP's `preprocess_val` for `clip`: the shortest side resized to the model's input size
+/// (bicubic), centre crop, the model's mean and std.
+pub(crate) fn eval_transform_config(clip: &ClipConfig) -> EvalTransformConfig {
+    EvalTransformConfig {
+        image_size: clip.vision.image_size as u32,
+        resize: ResizeMode::Shortest,
+        normalize: Normalize {
+            mean: clip.vision.image_mean,
+            std: clip.vision.image_std,
+        },
+    }
+}
+
+/// A single-pass, in-order loader over `spec` with `fields`, the eval transform and tokenizer
+/// of `clip`; data errors name `spec`.
+pub(crate) fn eval_loader(
+    spec: &str,
+    fields: FieldSelector,
+    batch_size: usize,
+    clip: &ClipConfig,
+) -> Result<Loader, EvalError> {
+    let data = |source| EvalError::Data {
+        spec: spec.to_owned(),
+        source: Box::new(source),
+    };
+    let parsed = parse_spec(spec, None).map_err(data)?;
+    let source = LoaderSource::from_spec(&parsed).map_err(data)?;
+    let tokenizer = ClipTokenizer::for_context(clip.text.context_length).map_err(data)?;
+    let config = LoaderConfig {
+        fields,
+        ..LoaderConfig::single_pass(
+            batch_size,
+            ImageTransformConfig::Eval(eval_transform_config(clip)),
+        )
+    };
+    Loader::start(&config, source, tokenizer, None).map_err(data)
+}
+
 /// Embeds every pair of `source` with `model` (an inference model, e.g. `model.valid()`) on
 /// `device` (without autodiff).
 pub fn embed_pairs(
@@ -45,37 +80,13 @@ pub fn embed_pairs(
     source: &PairSource,
     device: &Device,
 ) -> Result<PairEmbeddings, EvalError> {
-    let data = |source_error| EvalError::Data {
-        spec: source.spec.clone(),
-        source: Box::new(source_error),
-    };
-    let spec = parse_spec(&source.spec, None).map_err(data)?;
-    let loader_source = LoaderSource {
-        shards: WeightedShard::from_spec(&spec),
-        format: Arc::new(AutoReader::for_urls(spec.shards()).map_err(data)?),
-        store: Arc::new(Stores::from_env().map_err(data)?),
-    };
-    let tokenizer = ClipTokenizer::bundled(TokenizerConfig {
-        context_length: clip.text.context_length,
-        pad: PadToken::Zero,
-    })
-    .map_err(data)?;
-    let transform = ImageTransformConfig::Eval(EvalTransformConfig {
-        image_size: clip.vision.image_size as u32,
-        resize: ResizeMode::Shortest,
-        normalize: Normalize {
-            mean: clip.vision.image_mean,
-            std: clip.vision.image_std,
-        },
-    });
-    let config = LoaderConfig {
-        fields: source.fields.clone(),
-        ..LoaderConfig::single_pass(source.batch_size, transform)
-    };
-    let mut loader = Loader::start(&config, loader_source, tokenizer, None).map_err(data)?;
+    let mut loader = eval_loader(&source.spec, source.fields.clone(), source.batch_size, clip)?;
     let (mut images, mut texts, mut keys) = (Vec::new(), Vec::new(), Vec::new());
     for batch in loader.by_ref() {
-        let batch = batch.map_err(data)?;
+        let batch = batch.map_err(|e| EvalError::Data {
+            spec: source.spec.clone(),
+            source: Box::new(e),
+        })?;
         images.push(l2_normalize(
             model.encode_image(batch.images_tensor(device)),
         ));

@@ -114,30 +114,43 @@ pub fn ranks(
     chunk: usize,
 ) -> Result<Vec<usize>, EvalError> {
     let [n, _] = queries.dims();
+    let mut out = Vec::with_capacity(n);
+    score_blocks(&queries, candidates, chunk, |start, rows| {
+        for (r, row) in rows.enumerate() {
+            out.push(rank_in_row(row, start + r));
+        }
+    })?;
+    Ok(out)
+}
+
+/// Scores `queries` `[n, d]` against `candidates` `[m, d]` by dot product, `chunk` queries at
+/// a time, handing `visit` each block's first query index and its score rows (`m` values each).
+pub(crate) fn score_blocks(
+    queries: &Tensor<2>,
+    candidates: Tensor<2>,
+    chunk: usize,
+    mut visit: impl FnMut(usize, std::slice::Chunks<'_, f32>),
+) -> Result<(), EvalError> {
+    let [n, _] = queries.dims();
+    let [m, _] = candidates.dims();
     let chunk = chunk.max(1);
     let candidates_t = candidates.transpose();
-    let mut out = Vec::with_capacity(n);
     let mut start = 0;
     while start < n {
         let end = (start + chunk).min(n);
-        let scores = queries
+        let values = queries
             .clone()
             .narrow(0, start, end - start)
-            .matmul(candidates_t.clone());
-        let [rows, cols] = scores.dims();
-        let values = scores
+            .matmul(candidates_t.clone())
             .into_data()
             .try_to_vec::<f32>()
             .map_err(|e| EvalError::Readback {
                 message: format!("{e:?}"),
             })?;
-        for r in 0..rows {
-            let i = start + r;
-            out.push(rank_in_row(&values[r * cols..(r + 1) * cols], i));
-        }
+        visit(start, values.chunks(m.max(1)));
         start = end;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// 1-based rank of `row[truth]` in `row`: ties go to the lower index, a NaN truth ranks last.

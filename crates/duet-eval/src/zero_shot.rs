@@ -12,7 +12,7 @@ use duet_model::{ClipModel, l2_normalize};
 use serde::Serialize;
 
 use crate::EvalError;
-use crate::retrieval::rank_in_row;
+use crate::retrieval::{rank_in_row, score_blocks};
 
 /// Built-in template lists: `openai_imagenet` (OpenAI's 80 ImageNet prompts), `simple_imagenet`
 /// (their 7-prompt subset), `cifar` (OpenAI's 18 CIFAR-10 prompts), `photo` ("a photo of a {}.").
@@ -194,32 +194,17 @@ pub fn zero_shot_metrics(
             message: format!("label {label} but only {c} classes"),
         });
     }
-    let weights_t = weights.transpose();
-    let chunk = chunk.max(1);
     let (mut top1, mut top5) = (0usize, 0usize);
     let mut per_class = vec![(0usize, 0usize); c];
-    let mut start = 0;
-    while start < n {
-        let end = (start + chunk).min(n);
-        let scores = images
-            .clone()
-            .narrow(0, start, end - start)
-            .matmul(weights_t.clone());
-        let values = scores
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| EvalError::Readback {
-                message: format!("{e:?}"),
-            })?;
-        for (row, &label) in values.chunks(c).zip(&labels[start..end]) {
+    score_blocks(&images, weights, chunk, |start, rows| {
+        for (row, &label) in rows.zip(&labels[start..]) {
             let rank = rank_in_row(row, label);
             top1 += usize::from(rank == 1);
             top5 += usize::from(rank <= 5);
             per_class[label].0 += 1;
             per_class[label].1 += usize::from(rank == 1);
         }
-        start = end;
-    }
+    })?;
     let percent = |hits: usize, of: usize| {
         if of == 0 {
             f64::NAN

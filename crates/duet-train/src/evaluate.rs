@@ -3,19 +3,15 @@
 
 use burn::module::Module;
 use burn::tensor::Device;
-use duet_data::{ClipTokenizer, FieldSelector, PadToken, TextField, TokenizerConfig};
+use duet_data::{FieldSelector, TextField};
 use duet_eval::{
-    ClassData, EvalError, PairSource, RetrievalMetrics, ZeroShotMetrics, classifier,
-    embed_labelled, embed_pairs, load_templates, read_class_names, retrieval_metrics,
-    zero_shot_metrics,
+    ClassData, EvalError, PairSource, RetrievalMetrics, ZeroShotMetrics, evaluate_retrieval,
+    evaluate_zero_shot, load_templates, read_class_names,
 };
 use duet_model::{ClipConfig, ClipModel};
 
 use crate::config::ZeroShotSet;
 use crate::{TrainConfig, TrainError};
-
-/// Queries scored at once; bounds the score block to `CHUNK x candidates`.
-const CHUNK: usize = 1024;
 
 /// What a set measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,12 +90,12 @@ pub fn evaluate(
             fields: fields.clone(),
             batch_size: eval.batch_size,
         };
-        let pairs = embed_pairs(&inference, clip, &source, &plain).map_err(failed)?;
-        let metrics = retrieval_metrics(pairs.images, pairs.texts, CHUNK).map_err(failed)?;
+        let (metrics, skipped) =
+            evaluate_retrieval(&inference, clip, &source, &plain).map_err(failed)?;
         results.push(EvalResult {
             set: set.name.clone(),
             metrics: EvalMetrics::Retrieval(metrics),
-            skipped: pairs.skipped,
+            skipped,
         });
     }
     for set in &eval.zero_shot {
@@ -109,23 +105,16 @@ pub fn evaluate(
         };
         let classes = load_classes(set).map_err(failed)?;
         let templates = load_templates(&set.templates).map_err(failed)?;
-        let tokenizer = ClipTokenizer::bundled(TokenizerConfig {
-            context_length: clip.text.context_length,
-            pad: PadToken::Zero,
-        })
-        .map_err(|e| TrainError::Data { source: e })?;
-        let weights =
-            classifier(&inference, &tokenizer, &classes, &templates, &plain).map_err(failed)?;
-        let images = embed_labelled(
+        let metrics = evaluate_zero_shot(
             &inference,
             clip,
             &ClassData::detect(&set.dataset),
+            &classes,
+            &templates,
             eval.batch_size,
             &plain,
         )
         .map_err(failed)?;
-        let metrics = zero_shot_metrics(images.images, &images.labels, weights, &classes, CHUNK)
-            .map_err(failed)?;
         results.push(EvalResult {
             set: set.name.clone(),
             metrics: EvalMetrics::ZeroShot(metrics),

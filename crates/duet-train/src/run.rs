@@ -14,9 +14,8 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::Device;
 use duet_data::{
-    AutoReader, ClipTokenizer, FieldSelector, ImageTransformConfig, Loader, LoaderConfig,
-    LoaderSource, Normalize, PadToken, Stores, TextField, TokenizerConfig, TrainTransformConfig,
-    WeightedShard, parse_spec,
+    ClipTokenizer, FieldSelector, ImageTransformConfig, Loader, LoaderConfig, LoaderSource,
+    Normalize, TextField, TrainTransformConfig, parse_spec,
 };
 use duet_model::ClipConfig;
 use serde::Serialize;
@@ -218,16 +217,8 @@ pub fn run(
 
     let spec =
         parse_spec(&config.data.train, config.data.upsampling.as_deref()).map_err(data_error)?;
-    let source = LoaderSource {
-        shards: WeightedShard::from_spec(&spec),
-        format: Arc::new(AutoReader::for_urls(spec.shards()).map_err(data_error)?),
-        store: Arc::new(Stores::from_env().map_err(data_error)?),
-    };
-    let tokenizer = ClipTokenizer::bundled(TokenizerConfig {
-        context_length: clip.text.context_length,
-        pad: PadToken::Zero,
-    })
-    .map_err(data_error)?;
+    let source = LoaderSource::from_spec(&spec).map_err(data_error)?;
+    let tokenizer = ClipTokenizer::for_context(clip.text.context_length).map_err(data_error)?;
     let mut loader = Loader::start(
         &loader_config(config, &clip),
         source,

@@ -216,6 +216,19 @@ pub struct LoaderSource {
     pub store: Arc<dyn ShardStore>,
 }
 
+impl LoaderSource {
+    /// Every shard of `spec` with its weight, each read in the format its URL names
+    /// ([`AutoReader`](crate::AutoReader)), from the stores the environment configures
+    /// ([`Stores::from_env`](crate::Stores::from_env): local, http(s), s3, pipe).
+    pub fn from_spec(spec: &crate::ShardSpec) -> Result<Self, DataError> {
+        Ok(Self {
+            shards: WeightedShard::from_spec(spec),
+            format: Arc::new(crate::AutoReader::for_urls(spec.shards())?),
+            store: Arc::new(crate::Stores::from_env()?),
+        })
+    }
+}
+
 /// Batches from shards, produced on a background thread; an iterator of `Result<Batch>`.
 ///
 /// Dropping the loader stops its threads. After an error the iterator ends.
