@@ -584,6 +584,49 @@ fn train_config_errors_are_one_line_naming_the_key() {
 }
 
 #[test]
+fn pretrain_on_two_cpu_ranks_prints_the_global_batch() {
+    // Two data-parallel ranks on the one CPU device, 8 samples each: a global batch of 16.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("run");
+    let dir_str = dir.to_str().expect("utf-8 path");
+    let mut args = vec!["pretrain"];
+    args.extend_from_slice(SHORT_RUN);
+    let out = duet(
+        &[
+            args.as_slice(),
+            &[
+                "--run-dir",
+                dir_str,
+                "--set",
+                "train.steps=3",
+                "--set",
+                "train.batch_size=8",
+                "--devices",
+                "cpu,cpu",
+            ],
+        ]
+        .concat(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("3 steps of 16 (8 per device × 2 device(s) × 1 accumulated)"),
+        "{stderr}"
+    );
+    assert_eq!(losses(&dir).len(), 3);
+    fails_with(
+        &[
+            "pretrain",
+            "--config",
+            "configs/tiny.toml",
+            "--devices",
+            "cuda:0,cuda:1",
+        ],
+        &["no CUDA backend"],
+    );
+}
+
+#[test]
 fn sigterm_checkpoints_and_exits_cleanly() {
     // Preemption: SIGTERM finishes the current step, saves a checkpoint at it, exits 0.
     let tmp = tempfile::tempdir().expect("temp dir");

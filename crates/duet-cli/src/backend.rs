@@ -1,8 +1,8 @@
 //! The only place that names concrete burn backends.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::tensor::Device;
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -21,9 +21,124 @@ impl DeviceKind {
             #[cfg(feature = "wgpu")]
             Self::Wgpu => Ok(Device::wgpu(Default::default())),
             #[cfg(not(feature = "wgpu"))]
-            Self::Wgpu => anyhow::bail!(
-                "this duet was built without GPU support; rebuild with `--features wgpu`"
-            ),
+            Self::Wgpu => bail!(NO_WGPU),
+        }
+    }
+
+    /// Every device of this kind on the machine: the one CPU device (flex spreads its work over
+    /// every core), or every adapter wgpu lists.
+    fn all(self) -> Result<Vec<Device>> {
+        match self {
+            Self::Cpu => Ok(vec![Device::flex()]),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => {
+                let devices: Vec<Device> = Device::enumerate(burn::tensor::DeviceType::Wgpu)
+                    .into_iter()
+                    .collect();
+                if devices.is_empty() {
+                    bail!("wgpu lists no device on this machine");
+                }
+                Ok(devices)
+            }
+            #[cfg(not(feature = "wgpu"))]
+            Self::Wgpu => bail!(NO_WGPU),
+        }
+    }
+}
+
+const NO_WGPU: &str = "this duet was built without GPU support; rebuild with `--features wgpu`";
+
+/// Where a run trains: `--device` and `--devices`.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// Where to train.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceKind,
+    /// Train data-parallel on several devices: `all` (every device of `--device`'s kind) or a
+    /// list such as `wgpu:0,wgpu:1`. Each device takes `train.batch_size` samples of a step,
+    /// and every sample is a negative for all others: the global batch is `batch_size ×
+    /// accum_freq × devices`. `cpu` may repeat (`cpu,cpu`): ranks sharing the one CPU device,
+    /// which exercises the data-parallel path but is not faster.
+    #[arg(long, value_name = "LIST")]
+    devices: Option<String>,
+}
+
+impl DeviceArgs {
+    /// The autodiff devices to train on, the first holding the model and the optimizer.
+    pub fn resolve(&self) -> Result<Vec<Device>> {
+        let devices = match self.devices.as_deref().map(str::trim) {
+            None => vec![self.device.device()?],
+            Some("all") => self.device.all()?,
+            Some(list) => list
+                .split(',')
+                .map(|entry| parse_device(entry.trim()))
+                .collect::<Result<_>>()?,
+        };
+        Ok(devices.into_iter().map(Device::autodiff).collect())
+    }
+}
+
+/// One `--devices` entry: `cpu`, `wgpu` (wgpu's preferred adapter) or `wgpu:N` (the N-th
+/// discrete GPU).
+fn parse_device(entry: &str) -> Result<Device> {
+    let (kind, index) = match entry.split_once(':') {
+        Some((kind, index)) => (kind, Some(index)),
+        None => (entry, None),
+    };
+    let index = index
+        .map(|i| {
+            i.parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("--devices: `{entry}` has no device number after `:`"))
+        })
+        .transpose()?;
+    match (kind, index) {
+        ("cpu", None) => Ok(Device::flex()),
+        ("cpu", Some(_)) => bail!("--devices: there is one CPU device; write `cpu`, not `{entry}`"),
+        #[cfg(feature = "wgpu")]
+        ("wgpu", None) => Ok(Device::wgpu(Default::default())),
+        #[cfg(feature = "wgpu")]
+        ("wgpu", Some(n)) => Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(n))),
+        #[cfg(not(feature = "wgpu"))]
+        ("wgpu", _) => bail!(NO_WGPU),
+        ("cuda", _) => bail!(
+            "--devices: `{entry}`: duet has no CUDA backend yet (burn 0.22.1's needs an LLVM \
+             with NVPTX that cannot be installed here); use `wgpu:N` on NVIDIA GPUs"
+        ),
+        _ => bail!("--devices: unknown device `{entry}` (expected cpu, wgpu or wgpu:N)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(device: DeviceKind, devices: Option<&str>) -> Result<Vec<Device>> {
+        DeviceArgs {
+            device,
+            devices: devices.map(String::from),
+        }
+        .resolve()
+    }
+
+    #[test]
+    fn device_lists() {
+        let one = resolve(DeviceKind::Cpu, None).expect("cpu");
+        assert_eq!(one, vec![Device::flex().autodiff()]);
+        assert_eq!(resolve(DeviceKind::Cpu, Some("all")).expect("all").len(), 1);
+        assert_eq!(
+            resolve(DeviceKind::Cpu, Some("cpu, cpu"))
+                .expect("two")
+                .len(),
+            2
+        );
+        for (list, said) in [
+            ("cpu:1", "one CPU device"),
+            ("cuda:0,cuda:1", "no CUDA backend"),
+            ("tpu", "unknown device `tpu`"),
+            ("wgpu:x", "no device number"),
+        ] {
+            let err = resolve(DeviceKind::Cpu, Some(list)).expect_err(list);
+            assert!(err.to_string().contains(said), "{list}: {err}");
         }
     }
 }

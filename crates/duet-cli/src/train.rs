@@ -12,7 +12,7 @@ use duet_eval::RetrievalMetrics;
 use duet_train::{Control, EvalMetrics, Progress, ProgressFn, RunSummary, Start, TrainConfig, run};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::backend::DeviceKind;
+use crate::backend::DeviceArgs;
 
 /// Arguments of `duet pretrain`.
 #[derive(Debug, Args)]
@@ -26,9 +26,8 @@ pub struct PretrainArgs {
     /// The run directory; `runs/<config name>` by default.
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Where to train.
-    #[arg(long, value_enum, default_value = "cpu")]
-    device: DeviceKind,
+    #[command(flatten)]
+    devices: DeviceArgs,
 }
 
 /// Arguments of `duet finetune`.
@@ -61,9 +60,8 @@ pub struct FinetuneArgs {
     /// The run directory; `runs/<config name>-finetune` by default.
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Where to train.
-    #[arg(long, value_enum, default_value = "cpu")]
-    device: DeviceKind,
+    #[command(flatten)]
+    devices: DeviceArgs,
 }
 
 /// Arguments of `duet resume`.
@@ -71,9 +69,8 @@ pub struct FinetuneArgs {
 pub struct ResumeArgs {
     /// A run directory made by `duet pretrain`.
     run_dir: PathBuf,
-    /// Where to train.
-    #[arg(long, value_enum, default_value = "cpu")]
-    device: DeviceKind,
+    #[command(flatten)]
+    devices: DeviceArgs,
 }
 
 /// `duet pretrain`.
@@ -83,7 +80,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
         .run_dir
         .clone()
         .unwrap_or_else(|| default_run_dir(&args.config, ""));
-    start(&config, &run_dir, args.device)
+    start(&config, &run_dir, &args.devices)
 }
 
 /// `duet finetune`: the lock flags become `lock.*` overrides, checked like the file.
@@ -106,7 +103,7 @@ pub fn finetune(args: &FinetuneArgs) -> Result<()> {
         .run_dir
         .clone()
         .unwrap_or_else(|| default_run_dir(&args.config, "-finetune"));
-    start(&config, &run_dir, args.device)
+    start(&config, &run_dir, &args.devices)
 }
 
 /// `runs/<config stem><suffix>`.
@@ -118,20 +115,23 @@ fn default_run_dir(config: &Path, suffix: &str) -> PathBuf {
     Path::new("runs").join(format!("{stem}{suffix}"))
 }
 
-fn start(config: &TrainConfig, run_dir: &Path, device: DeviceKind) -> Result<()> {
-    let device = device.device()?.autodiff();
+fn start(config: &TrainConfig, run_dir: &Path, devices: &DeviceArgs) -> Result<()> {
+    let devices = devices.resolve()?;
     let model = match (&config.model.from, &config.model.config) {
         (Some(from), _) => format!("from {}", from.display()),
         (None, Some(name)) => name.clone(),
         (None, None) => "?".into(),
     };
     tracing::info!(
-        "training {model} for {} steps of {} in {}",
+        "training {model} for {} steps of {} ({} per device × {} device(s) × {} accumulated) in {}",
         config.train.steps,
-        config.train.batch_size * config.train.accum_freq,
+        config.train.batch_size * config.train.accum_freq * devices.len(),
+        config.train.batch_size,
+        devices.len(),
+        config.train.accum_freq,
         run_dir.display()
     );
-    let summary = run(config, run_dir, &device, Start::Fresh, &control()?)
+    let summary = run(config, run_dir, &devices, Start::Fresh, &control()?)
         .with_context(|| format!("run {}", run_dir.display()))?;
     report(&summary, run_dir);
     Ok(())
@@ -147,8 +147,8 @@ pub fn resume(args: &ResumeArgs) -> Result<()> {
         );
     }
     let config = TrainConfig::load_run(&config_path)?;
-    let device = args.device.device()?.autodiff();
-    let summary = run(&config, &args.run_dir, &device, Start::Resume, &control()?)
+    let devices = args.devices.resolve()?;
+    let summary = run(&config, &args.run_dir, &devices, Start::Resume, &control()?)
         .with_context(|| format!("resume {}", args.run_dir.display()))?;
     for problem in &summary.skipped_checkpoints {
         tracing::warn!("skipped a checkpoint: {problem}");

@@ -170,21 +170,26 @@ fn epochs_differ_and_each_exact_epoch_covers_each_sample_at_most_once() {
 
 #[test]
 fn ranks_split_the_shards_without_overlap_or_loss() {
-    // Two ranks, two readers each, one exact pass: the union is every sample, once.
-    let mut seen: Vec<String> = Vec::new();
+    // Exact, shuffled passes on 2 ranks with 2 readers each, 2 epochs, partial batches kept:
+    // in each epoch the union over ranks is every sample, once.
+    let mut seen: [Vec<String>; 2] = Default::default();
     for rank in 0..2 {
         let config = LoaderConfig {
             rank,
             world_size: 2,
-            readers: 2,
-            ..eval_config(64)
+            epochs: Some(2),
+            drop_last: false,
+            ..train_config(64, Sampling::Exact)
         };
-        let batches = take(&config, source(&train_spec()), None, usize::MAX);
-        seen.extend(batches.into_iter().flat_map(|b| b.keys));
+        for batch in take(&config, source(&train_spec()), None, usize::MAX) {
+            seen[batch.epoch as usize].extend(batch.keys);
+        }
     }
-    // 3 shards over 2 ranks: one rank reads 2 shards, the other 1; nothing lost, nothing twice.
-    assert_eq!(seen.len(), TRAIN_SAMPLES);
-    assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), TRAIN_SAMPLES);
+    for (epoch, keys) in seen.iter().enumerate() {
+        // 3 shards over 2 ranks: one rank reads 2 shards, the other 1; nothing lost or twice.
+        assert_eq!(keys.len(), TRAIN_SAMPLES, "epoch {epoch}");
+        assert_eq!(keys.iter().collect::<BTreeSet<_>>().len(), TRAIN_SAMPLES);
+    }
 }
 
 fn no_samples(config: &LoaderConfig, source: LoaderSource) -> String {

@@ -48,6 +48,14 @@ pub struct TrainState {
     pub cursor: LoaderCursor,
     /// The resolved train config.
     pub config: TrainConfig,
+    /// Data-parallel devices the run used (the global batch is `batch_size × accum_freq ×
+    /// devices`); absent in checkpoints written before data parallelism: 1.
+    #[serde(default = "one")]
+    pub devices: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -413,6 +421,7 @@ batch_size = 4
             step: 2,
             cursor,
             config: config.clone(),
+            devices: 1,
         };
         let saved = save(dir.path(), &model, &clip, stepper.optimizer(), &state, 2).expect("save");
         let restored = load(&saved, &device).expect("load");

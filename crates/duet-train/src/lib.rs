@@ -1,7 +1,7 @@
 //! duet's trainer: the train config ([`TrainConfig`], TOML, checked whole before any work), the
 //! learning-rate schedules ([`ScheduleConfig`]), AdamW with OpenCLIP's no-decay group and
 //! global-norm clipping ([`optim`]), locked towers ([`lock`]), the step with contrastive
-//! gradient accumulation ([`Stepper`]), checkpoints ([`checkpoint`]) and the run loop ([`run`]).
+//! gradient accumulation ([`Stepper`]) and data parallelism over devices ([`parallel`]), checkpoints ([`checkpoint`]) and the run loop ([`run`]).
 
 pub mod checkpoint;
 mod config;
@@ -9,6 +9,7 @@ mod error;
 mod evaluate;
 pub mod lock;
 pub mod optim;
+pub mod parallel;
 mod run;
 mod schedule;
 mod step;

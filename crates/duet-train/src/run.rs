@@ -70,8 +70,9 @@ pub struct RunSummary {
     pub eval: Vec<EvalResult>,
 }
 
-/// The loader settings a train config implies for `clip`'s input size and statistics.
-pub fn loader_config(config: &TrainConfig, clip: &ClipConfig) -> LoaderConfig {
+/// The loader settings a train config implies for `clip`'s input size and statistics, on
+/// `devices` data-parallel devices.
+pub fn loader_config(config: &TrainConfig, clip: &ClipConfig, devices: usize) -> LoaderConfig {
     let data = &config.data;
     let transform = ImageTransformConfig::Train(TrainTransformConfig {
         image_size: clip.vision.image_size as u32,
@@ -91,9 +92,10 @@ pub fn loader_config(config: &TrainConfig, clip: &ClipConfig) -> LoaderConfig {
                 name: data.text_key.clone(),
             },
         },
-        // A step takes `accum_freq` micro-batches of `batch_size` (OpenCLIP `--accum-freq`).
+        // A step takes `accum_freq` micro-batches of `batch_size` per device (OpenCLIP
+        // `--accum-freq`, and `--batch-size` per GPU): the global batch.
         ..LoaderConfig::train(
-            config.train.batch_size * config.train.accum_freq,
+            config.train.batch_size * config.train.accum_freq * devices,
             config.train.seed,
             transform,
         )
@@ -147,14 +149,24 @@ impl std::fmt::Debug for Control {
     }
 }
 
-/// Runs (or resumes) `config` in `run_dir` on `device` (an autodiff device).
+/// Runs (or resumes) `config` in `run_dir` on `devices` (autodiff devices): data-parallel when
+/// there are several (see [`crate::parallel`]), the model, optimizer and evaluation on the first.
 pub fn run(
     config: &TrainConfig,
     run_dir: &Path,
-    device: &Device,
+    devices: &[Device],
     start: Start,
     control: &Control,
 ) -> Result<RunSummary, TrainError> {
+    let Some(device) = devices.first() else {
+        return Err(TrainError::invalid("devices", "no device given"));
+    };
+    if devices.len() > 1 && config.train.accum_freq > 1 {
+        return Err(TrainError::invalid(
+            "train.accum_freq",
+            "gradient accumulation on several devices is not built yet; use one of them",
+        ));
+    }
     let checkpoints = run_dir.join("checkpoints");
     let metrics_path = run_dir.join("metrics.jsonl");
     let clip;
@@ -210,6 +222,16 @@ pub fn run(
             let optimizer = stepper.optimizer().clone().load_record(restored.optimizer);
             stepper.set_optimizer(optimizer);
             started_at = restored.state.step;
+            if restored.state.devices != devices.len() {
+                tracing::warn!(
+                    "this run trained on {} device(s) and resumes on {}: the global batch \
+                     changes from {} to {}",
+                    restored.state.devices,
+                    devices.len(),
+                    global_batch(config, restored.state.devices),
+                    global_batch(config, devices.len()),
+                );
+            }
             cursor = Some(restored.state.cursor);
             truncate_metrics(&metrics_path, started_at)?;
         }
@@ -219,8 +241,9 @@ pub fn run(
         parse_spec(&config.data.train, config.data.upsampling.as_deref()).map_err(data_error)?;
     let source = LoaderSource::from_spec(&spec).map_err(data_error)?;
     let tokenizer = ClipTokenizer::for_context(clip.text.context_length).map_err(data_error)?;
+    let mut stepper = stepper.with_devices(devices);
     let mut loader = Loader::start(
-        &loader_config(config, &clip),
+        &loader_config(config, &clip, devices.len()),
         source,
         tokenizer,
         cursor.as_ref(),
@@ -298,6 +321,7 @@ pub fn run(
                 step: done,
                 cursor: batch_cursor,
                 config: config.clone(),
+                devices: devices.len(),
             };
             last_checkpoint = Some(checkpoint::save(
                 &checkpoints,
@@ -322,6 +346,11 @@ pub fn run(
         interrupted: stopped_early,
         eval,
     })
+}
+
+/// Samples per optimizer step: every one is a negative for every other.
+fn global_batch(config: &TrainConfig, devices: usize) -> usize {
+    config.train.batch_size * config.train.accum_freq * devices
 }
 
 /// burn's seed is process-wide on the CPU backend: two runs initialising at once (tests, or a

@@ -2,7 +2,7 @@
 //! AdamW, then `logit_scale` clamped to ln 100 (OpenCLIP clamps after every step).
 
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use duet_loss::{ContrastiveBatch, Loss};
 use duet_model::ClipModel;
 
@@ -33,6 +33,8 @@ pub struct Stepper {
     params: Vec<ParamInfo>,
     clip: Option<f64>,
     on_nonfinite: NonFinite,
+    /// Data-parallel devices; empty or one: the model's own device.
+    devices: Vec<Device>,
 }
 
 impl std::fmt::Debug for Stepper {
@@ -42,6 +44,7 @@ impl std::fmt::Debug for Stepper {
             .field("params", &self.params.len())
             .field("clip", &self.clip)
             .field("on_nonfinite", &self.on_nonfinite)
+            .field("devices", &self.devices.len())
             .finish_non_exhaustive()
     }
 }
@@ -60,7 +63,18 @@ impl Stepper {
             params: float_params(model),
             clip: optimizer.grad_clip_norm,
             on_nonfinite,
+            devices: Vec::new(),
         }
+    }
+
+    /// Runs each step data-parallel over `devices` (see [`crate::parallel`]): the batch is split
+    /// into one slice per device, every slice's loss sees the negatives of the whole batch, and
+    /// the gradients are summed on `devices[0]`, where the model must live. One device (or none)
+    /// is the plain single-device step.
+    #[must_use]
+    pub fn with_devices(mut self, devices: &[Device]) -> Self {
+        self.devices = devices.to_vec();
+        self
     }
 
     /// The optimizer, for checkpoints.
@@ -141,6 +155,22 @@ impl Stepper {
         accum: usize,
         step: u64,
     ) -> Result<(f64, Option<GradientsParams>), TrainError> {
+        if self.devices.len() > 1 {
+            if accum > 1 {
+                return Err(TrainError::invalid(
+                    "train.accum_freq",
+                    "gradient accumulation on several devices is not built yet; use one of them",
+                ));
+            }
+            return crate::parallel::gradients(
+                self.loss,
+                model,
+                images,
+                tokens,
+                &self.devices,
+                step,
+            );
+        }
         let bias = model.logit_bias.as_ref().map(|b| b.val());
         let scale = model.logit_scale.val();
         if accum <= 1 {
@@ -226,12 +256,7 @@ mod tests {
         let mut config = preset("tiny").expect("preset");
         config.logit_scale_init = init_scale;
         let model = config.init(&device).expect("model");
-        let optimizer = OptimizerConfig {
-            lr: 1e-3,
-            grad_clip_norm: Some(1.0),
-            ..OptimizerConfig::default()
-        };
-        let stepper = Stepper::new(Loss::info_nce(), &optimizer, NonFinite::Stop, &model);
+        let stepper = stepper(&model);
         // 4 random images and 4 distinct captions: the loss can only fall by telling them apart.
         let images = Tensor::<4>::random([4, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
         let mut ids = vec![0_i64; 4 * 77];
@@ -241,6 +266,15 @@ mod tests {
         let tokens =
             Tensor::<2, Int>::from_data(burn::tensor::TensorData::new(ids, [4, 77]), &device);
         (model, stepper, images, tokens)
+    }
+
+    fn stepper(model: &ClipModel) -> Stepper {
+        let optimizer = OptimizerConfig {
+            lr: 1e-3,
+            grad_clip_norm: Some(1.0),
+            ..OptimizerConfig::default()
+        };
+        Stepper::new(Loss::info_nce(), &optimizer, NonFinite::Stop, model)
     }
 
     #[test]
@@ -275,30 +309,7 @@ mod tests {
             (full_loss - accum_loss).abs() < 1e-6,
             "{full_loss} vs {accum_loss}"
         );
-        let mut compared = 0;
-        for p in float_params(&model) {
-            let (a, b) = match p.rank {
-                1 => (grad::<1>(&full, p.id), grad::<1>(&accum, p.id)),
-                2 => (grad::<2>(&full, p.id), grad::<2>(&accum, p.id)),
-                4 => (grad::<4>(&full, p.id), grad::<4>(&accum, p.id)),
-                _ => continue,
-            };
-            let (a, b) = (a.expect(&p.path), b.expect(&p.path));
-            let scale = a.iter().fold(1e-6_f32, |m, v| m.max(v.abs()));
-            let worst = a
-                .iter()
-                .zip(&b)
-                .fold(0.0_f32, |m, (x, y)| m.max((x - y).abs()));
-            // The floor covers gradients that are zero in exact arithmetic (attention key
-            // biases: softmax ignores a shift shared by a row) and only hold rounding noise.
-            assert!(
-                worst <= 1e-4 * scale + 1e-7,
-                "{}: {worst} vs max {scale}",
-                p.path
-            );
-            compared += 1;
-        }
-        assert_eq!(compared, float_params(&model).len());
+        assert_same_gradients(&model, &full, &accum);
         // An odd split is refused.
         let err = stepper
             .gradients(
@@ -310,6 +321,68 @@ mod tests {
             )
             .expect_err("3 does not split in 2");
         assert!(err.to_string().contains("train.accum_freq"), "{err}");
+    }
+
+    #[test]
+    fn data_parallel_gradients_equal_the_global_batch_gradients() {
+        // 4 pairs over 2 and over 4 ranks (threads on the one flex device, the only CPU device
+        // burn has): the summed per-rank gradients must be the one-device global batch's.
+        let (model, single, images, tokens) = setup(2.0);
+        let device = Device::flex().autodiff();
+        let (full_loss, full) = single
+            .gradients(&model, images.clone(), tokens.clone(), 1, 0)
+            .expect("loss");
+        let full = full.expect("finite");
+        for world in [2, 4] {
+            let parallel = stepper(&model).with_devices(&vec![device.clone(); world]);
+            let (loss, grads) = parallel
+                .gradients(&model, images.clone(), tokens.clone(), 1, 0)
+                .expect("loss");
+            assert!(
+                (full_loss - loss).abs() < 1e-6,
+                "{world}: {full_loss} vs {loss}"
+            );
+            assert_same_gradients(&model, &full, &grads.expect("finite"));
+        }
+        // 4 pairs do not split over 3 devices; accumulation on top is refused.
+        let three = stepper(&model).with_devices(&[device.clone(), device.clone(), device.clone()]);
+        let err = three
+            .gradients(&model, images.clone(), tokens.clone(), 1, 0)
+            .expect_err("4 over 3");
+        assert!(err.to_string().contains("train.batch_size"), "{err}");
+        let err = single
+            .with_devices(&[device.clone(), device])
+            .gradients(&model, images, tokens, 2, 0)
+            .expect_err("accumulation over devices");
+        assert!(err.to_string().contains("train.accum_freq"), "{err}");
+    }
+
+    /// Every float parameter's gradient in `b` equals the one in `a`, relative to `a`'s largest.
+    fn assert_same_gradients(model: &ClipModel, a: &GradientsParams, b: &GradientsParams) {
+        let mut compared = 0;
+        for p in float_params(model) {
+            let (x, y) = match p.rank {
+                1 => (grad::<1>(a, p.id), grad::<1>(b, p.id)),
+                2 => (grad::<2>(a, p.id), grad::<2>(b, p.id)),
+                4 => (grad::<4>(a, p.id), grad::<4>(b, p.id)),
+                _ => continue,
+            };
+            let (x, y) = (x.expect(&p.path), y.expect(&p.path));
+            let scale = x.iter().fold(1e-6_f32, |m, v| m.max(v.abs()));
+            let worst = x
+                .iter()
+                .zip(&y)
+                .fold(0.0_f32, |m, (u, v)| m.max((u - v).abs()));
+            // The floor covers gradients that are zero in exact arithmetic (attention key
+            // biases: softmax ignores a shift shared by a row) and only hold rounding noise.
+            assert!(
+                worst <= 1e-4 * scale + 1e-7,
+                "{}: {worst} vs max {scale}",
+                p.path
+            );
+            compared += 1;
+        }
+        assert_eq!(compared, float_params(model).len());
     }
 
     fn grad<const D: usize>(

@@ -70,7 +70,14 @@ fn train(dir: &Path, start: Start, stop_before: Option<u64>) -> RunSummary {
         stop_before,
         ..Control::default()
     };
-    run(&config(), dir, &device, start, &control).expect("runs")
+    run(
+        &config(),
+        dir,
+        std::slice::from_ref(&device),
+        start,
+        &control,
+    )
+    .expect("runs")
 }
 
 fn bits(losses: &[f64]) -> Vec<u64> {
@@ -162,7 +169,7 @@ fn accumulating_two_half_batches_trains_like_the_full_batch() {
     let full = run(
         &config_with(&short),
         full_dir.path(),
-        &device,
+        std::slice::from_ref(&device),
         Start::Fresh,
         &Control::default(),
     )
@@ -170,7 +177,7 @@ fn accumulating_two_half_batches_trains_like_the_full_batch() {
     let accum = run(
         &config_with(&[&short[..], &["train.batch_size=8", "train.accum_freq=2"]].concat()),
         accum_dir.path(),
-        &device,
+        std::slice::from_ref(&device),
         Start::Fresh,
         &Control::default(),
     )
@@ -184,6 +191,60 @@ fn accumulating_two_half_batches_trains_like_the_full_batch() {
             accum.losses
         );
     }
+}
+
+#[test]
+fn two_devices_train_like_one_device_on_the_global_batch() {
+    // 2 ranks x 8 samples (threads on the one flex device) against 1 device x 16: both steps see
+    // the same 16 samples and negatives; the per-rank gradients summed on rank 0 are the global
+    // batch's, so the losses match to float rounding.
+    let one_dir = tempfile::tempdir().expect("temp dir");
+    let two_dir = tempfile::tempdir().expect("temp dir");
+    let device = Device::flex().autodiff();
+    let short = ["train.steps=3", "eval.retrieval=[]"];
+    let one = run(
+        &config_with(&short),
+        one_dir.path(),
+        std::slice::from_ref(&device),
+        Start::Fresh,
+        &Control::default(),
+    )
+    .expect("runs");
+    let two = run(
+        &config_with(&[&short[..], &["train.batch_size=8"]].concat()),
+        two_dir.path(),
+        &[device.clone(), device.clone()],
+        Start::Fresh,
+        &Control::default(),
+    )
+    .expect("runs");
+    assert_eq!(two.losses.len(), 3);
+    for (a, b) in one.losses.iter().zip(&two.losses) {
+        assert!(
+            (a - b).abs() < 1e-4 * a.abs(),
+            "{:?} vs {:?}",
+            one.losses,
+            two.losses
+        );
+    }
+    let state = std::fs::read_to_string(
+        two.last_checkpoint
+            .expect("checkpointed")
+            .join("state.json"),
+    )
+    .expect("state.json");
+    let state: serde_json::Value = serde_json::from_str(&state).expect("JSON");
+    assert_eq!(state["devices"], 2, "{state}");
+    // Accumulation on top of several devices is refused before any work.
+    let err = run(
+        &config_with(&[&short[..], &["train.accum_freq=2"]].concat()),
+        tempfile::tempdir().expect("temp dir").path(),
+        &[device.clone(), device],
+        Start::Fresh,
+        &Control::default(),
+    )
+    .expect_err("accumulation over devices");
+    assert!(err.to_string().contains("train.accum_freq"), "{err}");
 }
 
 #[test]
@@ -204,7 +265,7 @@ fn zero_shot_sets_are_evaluated_and_logged() {
     let summary = run(
         &config_with(&["train.steps=3", "eval.retrieval=[]", &dataset]),
         dir.path(),
-        &device,
+        std::slice::from_ref(&device),
         Start::Fresh,
         &Control::default(),
     )
@@ -239,7 +300,7 @@ fn fresh_start_refuses_a_run_directory_with_checkpoints() {
     let err = run(
         &config(),
         dir.path(),
-        &device,
+        std::slice::from_ref(&device),
         Start::Fresh,
         &Control::default(),
     )

@@ -135,6 +135,45 @@ fn exact_epoch_yields_every_good_sample_once_shuffled() {
     );
 }
 
+#[test]
+fn ranks_and_readers_see_every_sample_once_per_exact_epoch() {
+    // The 9 shards over every split a data-parallel run might use: the union of all ranks'
+    // samples in an exact epoch is the single-rank epoch's, each sample exactly once.
+    let mut want = keys(start(Sampling::Exact, 0));
+    want.sort();
+    for (world, readers) in [(1, 1), (2, 1), (2, 3), (3, 2), (4, 2), (9, 1), (9, 4)] {
+        for epoch in [0, 5] {
+            let mut seen: Vec<String> = (0..world)
+                .flat_map(|rank| {
+                    let plan = EpochPlan::new(
+                        &shards(),
+                        Sampling::Exact,
+                        CONFIG.seed,
+                        epoch,
+                        rank,
+                        world,
+                        readers,
+                    );
+                    let sequencer = Sequencer::start(
+                        plan,
+                        epoch,
+                        Arc::new(Synthetic),
+                        Arc::new(NoStore),
+                        &CONFIG,
+                    )
+                    .expect("starts");
+                    keys(sequencer)
+                })
+                .collect();
+            seen.sort();
+            assert_eq!(
+                seen, want,
+                "{world} ranks x {readers} readers, epoch {epoch}"
+            );
+        }
+    }
+}
+
 fn check_resume(sampling: Sampling, total: usize) {
     let full = keys(start(sampling, 3).take(total));
     for cut in [0, 1, 6, 7, 8, 20, total / 2, total - 1] {

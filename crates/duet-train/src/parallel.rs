@@ -1,0 +1,150 @@
+//! Data parallelism over several devices of one process, with the negatives of the global batch.
+//!
+//! burn 0.22.1 has collectives (a differentiable `all_reduce`, and the DDP strategy built on it)
+//! for CUDA only: flex has none, and a collective on a wgpu device panics inside cubecl
+//! (`burn-backend-extension` 0.22.1 `catalog.rs`). And burn's CUDA backend does not build here
+//! (issue 7). So duet runs data parallelism the way burn-train's `MultiDevice` strategy does
+//! (`learner/supervised/strategies/multi/epoch.rs`, `OptimMainDevice`), through `to_device` and
+//! [`GradientsAccumulator`], which every backend has:
+//!
+//! 1. the step's batch is split into one equal slice per device; rank `r` encodes its slice on
+//!    `devices[r]` with a replica of the model ([`Module::fork`]);
+//! 2. the gather: each rank's features, detached, are copied to every device, and each rank
+//!    takes the contrastive loss of the *global* batch, with its own features live in place
+//!    (OpenCLIP `loss.py` `gather_features` with `gather_with_grad=False, local_loss=False`);
+//! 3. each rank back-propagates; the gradients are moved to `devices[0]` and summed, and the
+//!    optimizer steps there; the next step forks the updated model again.
+//!
+//! Every tower parameter's summed gradient is then exactly that of the global batch on one
+//! device: the global loss depends on the parameters only through the features, and rank `r`
+//! contributes exactly its features' part. `logit_scale` (and `logit_bias`) are live on rank 0
+//! only, for the same reason as in gradient accumulation ([`Stepper::gradients`]): OpenCLIP
+//! averages N copies of the same scale gradient under DDP, duet sums one.
+
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Int, Tensor};
+use duet_loss::{ContrastiveBatch, Loss};
+use duet_model::ClipModel;
+
+use crate::TrainError;
+
+/// The loss of the whole batch and its gradients, on `devices[0]` (`None` when the loss is not
+/// finite); see the module docs. `images` is `[b, 3, s, s]` and `tokens` `[b, t]` on
+/// `devices[0]`, with `b` a multiple of the device count.
+pub(crate) fn gradients(
+    loss: Loss,
+    model: &ClipModel,
+    images: Tensor<4>,
+    tokens: Tensor<2, Int>,
+    devices: &[Device],
+    step: u64,
+) -> Result<(f64, Option<GradientsParams>), TrainError> {
+    let world = devices.len();
+    let Some(main) = devices.first() else {
+        return Err(TrainError::invalid("devices", "no device given"));
+    };
+    let [b, ..] = images.dims();
+    if b % world != 0 {
+        return Err(TrainError::invalid(
+            "train.batch_size",
+            format!("a batch of {b} does not split into {world} equal per-device slices"),
+        ));
+    }
+    let ranks: Vec<_> = images
+        .chunk(world, 0)
+        .into_iter()
+        .zip(tokens.chunk(world, 0))
+        .zip(devices)
+        .map(|((images, tokens), device)| {
+            let replica = if device == main {
+                model.clone()
+            } else {
+                model.clone().fork(device)
+            };
+            (replica, images.to_device(device), tokens.to_device(device))
+        })
+        .collect();
+
+    // 1. Every rank's features, each with its graph.
+    let encoded = on_every_rank(ranks, |_, (replica, images, tokens)| {
+        let image_features = replica.encode_image(images);
+        let text_features = replica.encode_text(tokens);
+        (replica, image_features, text_features)
+    });
+    // 2. The gather: every rank's features, without their graphs.
+    let gathered: Vec<(Tensor<2>, Tensor<2>)> = encoded
+        .iter()
+        .map(|(_, image, text)| (image.clone().detach(), text.clone().detach()))
+        .collect();
+    // 3. The global loss on every rank, back-propagated into that rank's replica.
+    let results = on_every_rank(encoded, |rank, (replica, image, text)| {
+        let device = &devices[rank];
+        let mut images: Vec<Tensor<2>> = gathered
+            .iter()
+            .map(|(image, _)| image.clone().to_device(device))
+            .collect();
+        let mut texts: Vec<Tensor<2>> = gathered
+            .iter()
+            .map(|(_, text)| text.clone().to_device(device))
+            .collect();
+        images[rank] = image;
+        texts[rank] = text;
+        let batch = ContrastiveBatch::new(Tensor::cat(images, 0), Tensor::cat(texts, 0));
+        let scale = replica.logit_scale.val();
+        let bias = replica.logit_bias.as_ref().map(|b| b.val());
+        let (scale, bias) = if rank == 0 {
+            (scale, bias)
+        } else {
+            (scale.detach(), bias.map(Tensor::detach))
+        };
+        let loss = loss
+            .compute(batch, scale, bias)
+            .map_err(|source| TrainError::Loss { step, source })?;
+        let value = f64::from(loss.clone().into_scalar::<f32>());
+        if !value.is_finite() {
+            return Ok((value, None));
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &replica);
+        Ok((value, Some(grads.to_device(main, &replica))))
+    });
+
+    let mut accumulator = GradientsAccumulator::<ClipModel>::new();
+    let mut value = f64::NAN;
+    for (rank, result) in results.into_iter().enumerate() {
+        let (rank_value, grads) = result?;
+        if rank == 0 {
+            value = rank_value;
+        }
+        let Some(grads) = grads else {
+            return Ok((rank_value, None));
+        };
+        accumulator.accumulate(model, grads);
+    }
+    Ok((value, Some(accumulator.grads())))
+}
+
+/// `work(rank, item)` for every item, each on its own thread (a device's queue is fed by its
+/// own thread, as in burn-train's multi-device step), results in rank order. A panic on any
+/// rank is re-raised here, after every thread has finished.
+fn on_every_rank<T: Send, R: Send>(items: Vec<T>, work: impl Fn(usize, T) -> R + Sync) -> Vec<R> {
+    if items.len() == 1 {
+        return items.into_iter().map(|item| work(0, item)).collect();
+    }
+    std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = items
+            .into_iter()
+            .enumerate()
+            .map(|(rank, item)| scope.spawn(move || work(rank, item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
