@@ -622,7 +622,7 @@ fn pretrain_on_two_cpu_ranks_prints_the_global_batch() {
             "--devices",
             "cuda:0,cuda:1",
         ],
-        &["no CUDA backend"],
+        &["built without CUDA"],
     );
 }
 

@@ -11,6 +11,8 @@ pub enum DeviceKind {
     Cpu,
     /// A GPU through wgpu (Vulkan on Linux); needs the `wgpu` feature.
     Wgpu,
+    /// An NVIDIA GPU through CUDA; needs the `cuda` feature.
+    Cuda,
 }
 
 impl DeviceKind {
@@ -22,6 +24,10 @@ impl DeviceKind {
             Self::Wgpu => Ok(Device::wgpu(Default::default())),
             #[cfg(not(feature = "wgpu"))]
             Self::Wgpu => bail!(NO_WGPU),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => Ok(Device::cuda(0)),
+            #[cfg(not(feature = "cuda"))]
+            Self::Cuda => bail!(NO_CUDA),
         }
     }
 
@@ -42,10 +48,27 @@ impl DeviceKind {
             }
             #[cfg(not(feature = "wgpu"))]
             Self::Wgpu => bail!(NO_WGPU),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => {
+                let devices: Vec<Device> = Device::enumerate(burn::tensor::DeviceType::Cuda)
+                    .into_iter()
+                    .collect();
+                if devices.is_empty() {
+                    bail!("CUDA lists no device on this machine");
+                }
+                Ok(devices)
+            }
+            #[cfg(not(feature = "cuda"))]
+            Self::Cuda => bail!(NO_CUDA),
         }
     }
 }
 
+#[cfg(not(feature = "cuda"))]
+const NO_CUDA: &str = "this duet was built without CUDA; rebuild with `--features cuda` after \
+                       scripts/setup_cuda_llvm.sh";
+
+#[cfg(not(feature = "wgpu"))]
 const NO_WGPU: &str = "this duet was built without GPU support; rebuild with `--features wgpu`";
 
 /// Where a run trains: `--device` and `--devices`.
@@ -78,8 +101,8 @@ impl DeviceArgs {
     }
 }
 
-/// One `--devices` entry: `cpu`, `wgpu` (wgpu's preferred adapter) or `wgpu:N` (the N-th
-/// discrete GPU).
+/// One `--devices` entry: `cpu`, `wgpu` (wgpu's preferred adapter), `wgpu:N` (the N-th
+/// discrete GPU), `cuda` or `cuda:N`.
 fn parse_device(entry: &str) -> Result<Device> {
     let (kind, index) = match entry.split_once(':') {
         Some((kind, index)) => (kind, Some(index)),
@@ -100,11 +123,11 @@ fn parse_device(entry: &str) -> Result<Device> {
         ("wgpu", Some(n)) => Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(n))),
         #[cfg(not(feature = "wgpu"))]
         ("wgpu", _) => bail!(NO_WGPU),
-        ("cuda", _) => bail!(
-            "--devices: `{entry}`: duet has no CUDA backend yet (burn 0.22.1's needs an LLVM \
-             with NVPTX that cannot be installed here); use `wgpu:N` on NVIDIA GPUs"
-        ),
-        _ => bail!("--devices: unknown device `{entry}` (expected cpu, wgpu or wgpu:N)"),
+        #[cfg(feature = "cuda")]
+        ("cuda", n) => Ok(Device::cuda(n.unwrap_or(0))),
+        #[cfg(not(feature = "cuda"))]
+        ("cuda", _) => bail!("--devices: `{entry}`: {NO_CUDA}"),
+        _ => bail!("--devices: unknown device `{entry}` (expected cpu, wgpu[:N] or cuda[:N])"),
     }
 }
 
@@ -133,7 +156,7 @@ mod tests {
         );
         for (list, said) in [
             ("cpu:1", "one CPU device"),
-            ("cuda:0,cuda:1", "no CUDA backend"),
+            ("cuda:0,cuda:1", "built without CUDA"),
             ("tpu", "unknown device `tpu`"),
             ("wgpu:x", "no device number"),
         ] {

@@ -1,6 +1,7 @@
 //! `duet`: contrastive image–text pretraining, fine-tuning and inference.
 
 mod backend;
+mod bench;
 mod embed;
 mod eval;
 mod export;
@@ -37,6 +38,9 @@ enum Command {
     Finetune(train::FinetuneArgs),
     /// Continue a run from its newest good checkpoint, exactly where it stopped.
     Resume(train::ResumeArgs),
+    /// Measure: `bench step` times training steps on a synthetic batch.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Build or inspect webdataset shards.
     #[command(subcommand)]
     Shards(shards::ShardsCommand),
@@ -63,6 +67,7 @@ fn main() -> Result<()> {
         Command::Eval(command) => eval::run(command),
         Command::Export(args) => export::run(args),
         Command::Shards(command) => shards::run(command),
+        Command::Bench(command) => bench::run(command),
         Command::Pretrain(args) => train::pretrain(&args),
         Command::Finetune(args) => train::finetune(&args),
         Command::Resume(args) => train::resume(&args),

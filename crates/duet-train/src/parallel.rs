@@ -2,8 +2,8 @@
 //!
 //! burn 0.22.1 has collectives (a differentiable `all_reduce`, and the DDP strategy built on it)
 //! for CUDA only: flex has none, and a collective on a wgpu device panics inside cubecl
-//! (`burn-backend-extension` 0.22.1 `catalog.rs`). And burn's CUDA backend does not build here
-//! (issue 7). So duet runs data parallelism the way burn-train's `MultiDevice` strategy does
+//! (`burn-backend-extension` 0.22.1 `catalog.rs`). And no GPU has been available to run or test
+//! the CUDA build. So duet runs data parallelism the way burn-train's `MultiDevice` strategy does
 //! (`learner/supervised/strategies/multi/epoch.rs`, `OptimMainDevice`), through `to_device` and
 //! [`GradientsAccumulator`], which every backend has:
 //!
@@ -18,7 +18,7 @@
 //! Every tower parameter's summed gradient is then exactly that of the global batch on one
 //! device: the global loss depends on the parameters only through the features, and rank `r`
 //! contributes exactly its features' part. `logit_scale` (and `logit_bias`) are live on rank 0
-//! only, for the same reason as in gradient accumulation ([`Stepper::gradients`]): OpenCLIP
+//! only, for the same reason as in gradient accumulation ([`crate::Stepper::gradients`]): OpenCLIP
 //! averages N copies of the same scale gradient under DDP, duet sums one.
 
 use burn::module::Module;
@@ -56,8 +56,12 @@ pub(crate) fn gradients(
         .into_iter()
         .zip(tokens.chunk(world, 0))
         .zip(devices)
-        .map(|((images, tokens), device)| {
-            let replica = if device == main {
+        .enumerate()
+        .map(|(rank, ((images, tokens), device))| {
+            // Every rank but 0 gets its own autodiff leaves, even on the same device: burn's
+            // backward consumes the tape of the leaves it reaches, so two ranks sharing them
+            // would race (the second backward panics).
+            let replica = if rank == 0 {
                 model.clone()
             } else {
                 model.clone().fork(device)

@@ -47,8 +47,11 @@ pub struct MetricsRow {
     pub logit_scale: f64,
     /// Global gradient norm before clipping, when clipping is on.
     pub grad_norm: Option<f64>,
-    /// Samples per second over the logging window.
+    /// Samples per second over the logging window (OpenCLIP's `samples_per_second`).
     pub samples_per_sec: f64,
+    /// The same per data-parallel device (OpenCLIP's `samples_per_second_per_gpu`).
+    #[serde(default)]
+    pub samples_per_sec_per_device: f64,
 }
 
 /// What a run did.
@@ -297,6 +300,7 @@ pub fn run(
                     logit_scale: report.logit_scale,
                     grad_norm: report.grad_norm,
                     samples_per_sec: window.1 as f64 / seconds,
+                    samples_per_sec_per_device: window.1 as f64 / seconds / devices.len() as f64,
                 },
             )?;
             window = (Instant::now(), 0);

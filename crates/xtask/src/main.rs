@@ -1,5 +1,6 @@
-//! `cargo xtask validate`: format check, clippy with warnings denied, the tests, and the docs
-//! with warnings denied, cheapest first, stopping at the first failure.
+//! `cargo xtask validate`: format check, clippy with warnings denied, the tests, clippy of the
+//! `wgpu` GPU build, and the docs with warnings denied, cheapest first, stopping at the first
+//! failure.
 
 use std::process::{Command, ExitCode};
 
@@ -27,6 +28,24 @@ const STEPS: &[Step] = &[
         &[],
     ),
     ("tests", &["test", "--workspace", "--locked"], &[]),
+    // The GPU backend that builds anywhere (no GPU or driver needed to compile), so it cannot
+    // break unnoticed. `cuda` needs scripts/setup_cuda_llvm.sh first and is checked by hand.
+    (
+        "wgpu",
+        &[
+            "clippy",
+            "--package",
+            "duet-cli",
+            "--features",
+            "wgpu",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    ),
     (
         "docs",
         &["doc", "--workspace", "--no-deps", "--locked"],

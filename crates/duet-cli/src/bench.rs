@@ -1,0 +1,157 @@
+//! `duet bench step`: the time of one training step on a fixed synthetic batch, so that neither
+//! the loader nor the disk counts; `scripts/bench/step_time.sh` runs it next to PyTorch.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use clap::{Args, Subcommand};
+use duet_loss::Loss;
+use duet_model::config_from_name_or_path;
+use duet_train::{NonFinite, OptimizerConfig, Stepper};
+
+use crate::backend::DeviceArgs;
+
+/// `duet bench …`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time training steps (forward, InfoNCE, backward, global-norm clip, AdamW) on a fixed
+    /// random batch.
+    Step(StepArgs),
+}
+
+/// Arguments of `duet bench step`.
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    /// A preset (`tiny`, `ViT-B-32`, …) or an OpenCLIP / HF model config file.
+    #[arg(long, default_value = "tiny")]
+    model: String,
+    /// Image size, when not the model's own.
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Samples per step (per device).
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Untimed steps first (allocation, kernel selection, caches).
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Tokens per caption, start and end included.
+    #[arg(long, default_value_t = 16)]
+    caption_tokens: usize,
+    #[command(flatten)]
+    devices: DeviceArgs,
+    /// Print one JSON object instead of a line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `duet bench …`.
+pub fn run(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Step(args) => step(&args),
+    }
+}
+
+fn step(args: &StepArgs) -> Result<()> {
+    if args.steps == 0 || args.batch_size == 0 {
+        bail!("--steps and --batch-size must be at least 1");
+    }
+    let mut clip =
+        config_from_name_or_path(&args.model).with_context(|| format!("model {}", args.model))?;
+    if let Some(size) = args.image_size {
+        clip.vision.image_size = size;
+    }
+    clip.validate().context("--image-size")?;
+    let devices = args.devices.resolve()?;
+    let device = devices.first().context("no device")?;
+    device.seed(0);
+    let model = clip.init(device).context("model")?;
+    let params = model.num_params();
+    // The OpenCLIP training defaults, plus the global-norm clip of configs/tiny.toml.
+    let optimizer = OptimizerConfig {
+        grad_clip_norm: Some(1.0),
+        ..OptimizerConfig::default()
+    };
+    let mut stepper =
+        Stepper::new(Loss::info_nce(), &optimizer, NonFinite::Stop, &model).with_devices(&devices);
+    let batch = args.batch_size * devices.len();
+    let size = clip.vision.image_size;
+    let images = Tensor::<4>::random(
+        [batch, 3, size, size],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let tokens = synthetic_tokens(batch, clip.text.context_length, args.caption_tokens, device)?;
+
+    let mut model = model;
+    let mut times = Vec::with_capacity(args.steps);
+    let mut loss = f64::NAN;
+    for i in 0..args.warmup + args.steps {
+        let started = Instant::now();
+        // The step reads the loss and `logit_scale` back, so the device has finished it here.
+        let (next, report) =
+            stepper.step(model, images.clone(), tokens.clone(), 1, 1e-4, i as u64)?;
+        model = next;
+        loss = report.loss;
+        if i >= args.warmup {
+            times.push(started.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": args.model, "image_size": size, "batch_size": batch,
+                "devices": devices.len(), "steps": args.steps, "params": params,
+                "median_ms": median * 1e3, "mean_ms": mean * 1e3,
+                "samples_per_sec": batch as f64 / median, "last_loss": loss,
+            })
+        );
+    } else {
+        println!(
+            "{} @ {size} px, batch {batch} on {} device(s), {params} parameters: median {:.1} ms \
+             per step (mean {:.1}), {:.1} samples/s over {} steps",
+            args.model,
+            devices.len(),
+            median * 1e3,
+            mean * 1e3,
+            batch as f64 / median,
+            args.steps
+        );
+    }
+    Ok(())
+}
+
+/// `batch` rows of `<start> w… <end>` padded with 0 to `context`, `len` tokens each, the
+/// words drawn deterministically from the vocabulary below the special tokens.
+fn synthetic_tokens(
+    batch: usize,
+    context: usize,
+    len: usize,
+    device: &Device,
+) -> Result<Tensor<2, Int>> {
+    const START: i64 = 49406;
+    const END: i64 = 49407;
+    if !(2..=context).contains(&len) {
+        bail!("--caption-tokens must be between 2 and the context length {context}");
+    }
+    let mut ids = vec![0_i64; batch * context];
+    for (row, out) in ids.chunks_mut(context).enumerate() {
+        out[0] = START;
+        for (j, id) in out[1..len - 1].iter_mut().enumerate() {
+            *id = ((row * 7919 + j * 104_729) % 49_000) as i64 + 1;
+        }
+        out[len - 1] = END;
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(ids, [batch, context]),
+        device,
+    ))
+}
