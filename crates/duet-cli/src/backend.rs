@@ -37,31 +37,25 @@ impl DeviceKind {
         match self {
             Self::Cpu => Ok(vec![Device::flex()]),
             #[cfg(feature = "wgpu")]
-            Self::Wgpu => {
-                let devices: Vec<Device> = Device::enumerate(burn::tensor::DeviceType::Wgpu)
-                    .into_iter()
-                    .collect();
-                if devices.is_empty() {
-                    bail!("wgpu lists no device on this machine");
-                }
-                Ok(devices)
-            }
+            Self::Wgpu => listed(burn::tensor::DeviceType::Wgpu, "wgpu"),
             #[cfg(not(feature = "wgpu"))]
             Self::Wgpu => bail!(NO_WGPU),
             #[cfg(feature = "cuda")]
-            Self::Cuda => {
-                let devices: Vec<Device> = Device::enumerate(burn::tensor::DeviceType::Cuda)
-                    .into_iter()
-                    .collect();
-                if devices.is_empty() {
-                    bail!("CUDA lists no device on this machine");
-                }
-                Ok(devices)
-            }
+            Self::Cuda => listed(burn::tensor::DeviceType::Cuda, "CUDA"),
             #[cfg(not(feature = "cuda"))]
             Self::Cuda => bail!(NO_CUDA),
         }
     }
+}
+
+/// Every device burn enumerates of `kind`; none is an error.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn listed(kind: burn::tensor::DeviceType, name: &str) -> Result<Vec<Device>> {
+    let devices: Vec<Device> = Device::enumerate(kind).into_iter().collect();
+    if devices.is_empty() {
+        bail!("{name} lists no device on this machine");
+    }
+    Ok(devices)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -114,20 +108,20 @@ fn parse_device(entry: &str) -> Result<Device> {
                 .map_err(|_| anyhow::anyhow!("--devices: `{entry}` has no device number after `:`"))
         })
         .transpose()?;
+    let Ok(kind) = <DeviceKind as ValueEnum>::from_str(kind, false) else {
+        bail!("--devices: unknown device `{entry}` (expected cpu, wgpu[:N] or cuda[:N])");
+    };
+    let in_entry = |e: anyhow::Error| anyhow::anyhow!("--devices: `{entry}`: {e}");
     match (kind, index) {
-        ("cpu", None) => Ok(Device::flex()),
-        ("cpu", Some(_)) => bail!("--devices: there is one CPU device; write `cpu`, not `{entry}`"),
+        (DeviceKind::Cpu, Some(_)) => {
+            bail!("--devices: there is one CPU device; write `cpu`, not `{entry}`")
+        }
         #[cfg(feature = "wgpu")]
-        ("wgpu", None) => Ok(Device::wgpu(Default::default())),
-        #[cfg(feature = "wgpu")]
-        ("wgpu", Some(n)) => Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(n))),
-        #[cfg(not(feature = "wgpu"))]
-        ("wgpu", _) => bail!(NO_WGPU),
+        (DeviceKind::Wgpu, Some(n)) => Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(n))),
         #[cfg(feature = "cuda")]
-        ("cuda", n) => Ok(Device::cuda(n.unwrap_or(0))),
-        #[cfg(not(feature = "cuda"))]
-        ("cuda", _) => bail!("--devices: `{entry}`: {NO_CUDA}"),
-        _ => bail!("--devices: unknown device `{entry}` (expected cpu, wgpu[:N] or cuda[:N])"),
+        (DeviceKind::Cuda, Some(n)) => Ok(Device::cuda(n)),
+        // The kind's default device, or, for a backend this build lacks, how to get it.
+        _ => kind.device().map_err(in_entry),
     }
 }
 

@@ -69,7 +69,7 @@ fn step(args: &StepArgs) -> Result<()> {
     let devices = args.devices.resolve()?;
     let device = devices.first().context("no device")?;
     device.seed(0);
-    let model = clip.init(device).context("model")?;
+    let mut model = clip.init(device).context("model")?;
     let params = model.num_params();
     // The OpenCLIP training defaults, plus the global-norm clip of configs/tiny.toml.
     let optimizer = OptimizerConfig {
@@ -87,7 +87,6 @@ fn step(args: &StepArgs) -> Result<()> {
     );
     let tokens = synthetic_tokens(batch, clip.text.context_length, args.caption_tokens, device)?;
 
-    let mut model = model;
     let mut times = Vec::with_capacity(args.steps);
     let mut loss = f64::NAN;
     for i in 0..args.warmup + args.steps {

@@ -125,7 +125,7 @@ fn start(config: &TrainConfig, run_dir: &Path, devices: &DeviceArgs) -> Result<(
     tracing::info!(
         "training {model} for {} steps of {} ({} per device × {} device(s) × {} accumulated) in {}",
         config.train.steps,
-        config.train.batch_size * config.train.accum_freq * devices.len(),
+        config.train.global_batch(devices.len()),
         config.train.batch_size,
         devices.len(),
         config.train.accum_freq,

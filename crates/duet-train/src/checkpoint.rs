@@ -50,12 +50,8 @@ pub struct TrainState {
     pub config: TrainConfig,
     /// Data-parallel devices the run used (the global batch is `batch_size × accum_freq ×
     /// devices`); absent in checkpoints written before data parallelism: 1.
-    #[serde(default = "one")]
+    #[serde(default = "crate::config::one")]
     pub devices: usize,
-}
-
-fn one() -> usize {
-    1
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -274,7 +274,15 @@ pub struct TrainSection {
     pub on_nonfinite: NonFinite,
 }
 
-fn one() -> usize {
+impl TrainSection {
+    /// Samples per optimizer step on `devices` data-parallel devices: `batch_size ×
+    /// accum_freq × devices`, every one a negative for every other.
+    pub fn global_batch(&self, devices: usize) -> usize {
+        self.batch_size * self.accum_freq * devices
+    }
+}
+
+pub(crate) fn one() -> usize {
     1
 }
 

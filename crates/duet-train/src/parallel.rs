@@ -24,10 +24,11 @@
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Int, Tensor};
-use duet_loss::{ContrastiveBatch, Loss};
+use duet_loss::Loss;
 use duet_model::ClipModel;
 
 use crate::TrainError;
+use crate::step::block_loss;
 
 /// The loss of the whole batch and its gradients, on `devices[0]` (`None` when the loss is not
 /// finite); see the module docs. `images` is `[b, 3, s, s]` and `tokens` `[b, t]` on
@@ -84,27 +85,19 @@ pub(crate) fn gradients(
     // 3. The global loss on every rank, back-propagated into that rank's replica.
     let results = on_every_rank(encoded, |rank, (replica, image, text)| {
         let device = &devices[rank];
-        let mut images: Vec<Tensor<2>> = gathered
+        let images: Vec<Tensor<2>> = gathered
             .iter()
             .map(|(image, _)| image.clone().to_device(device))
             .collect();
-        let mut texts: Vec<Tensor<2>> = gathered
+        let texts: Vec<Tensor<2>> = gathered
             .iter()
             .map(|(_, text)| text.clone().to_device(device))
             .collect();
-        images[rank] = image;
-        texts[rank] = text;
-        let batch = ContrastiveBatch::new(Tensor::cat(images, 0), Tensor::cat(texts, 0));
-        let scale = replica.logit_scale.val();
-        let bias = replica.logit_bias.as_ref().map(|b| b.val());
-        let (scale, bias) = if rank == 0 {
-            (scale, bias)
-        } else {
-            (scale.detach(), bias.map(Tensor::detach))
-        };
-        let loss = loss
-            .compute(batch, scale, bias)
-            .map_err(|source| TrainError::Loss { step, source })?;
+        let logits = (
+            replica.logit_scale.val(),
+            replica.logit_bias.as_ref().map(|b| b.val()),
+        );
+        let loss = block_loss(loss, images, texts, rank, (image, text), logits, step)?;
         let value = f64::from(loss.clone().into_scalar::<f32>());
         if !value.is_finite() {
             return Ok((value, None));
@@ -126,6 +119,18 @@ pub(crate) fn gradients(
         accumulator.accumulate(model, grads);
     }
     Ok((value, Some(accumulator.grads())))
+}
+
+/// Refuses gradient accumulation together with several devices (not built yet), before any
+/// work: the run checks it up front, the step again for library callers.
+pub(crate) fn check_split(accum: usize, devices: usize) -> Result<(), TrainError> {
+    if accum > 1 && devices > 1 {
+        return Err(TrainError::invalid(
+            "train.accum_freq",
+            "gradient accumulation on several devices is not built yet; use one of them",
+        ));
+    }
+    Ok(())
 }
 
 /// `work(rank, item)` for every item, each on its own thread (a device's queue is fed by its

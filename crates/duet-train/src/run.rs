@@ -98,7 +98,7 @@ pub fn loader_config(config: &TrainConfig, clip: &ClipConfig, devices: usize) ->
         // A step takes `accum_freq` micro-batches of `batch_size` per device (OpenCLIP
         // `--accum-freq`, and `--batch-size` per GPU): the global batch.
         ..LoaderConfig::train(
-            config.train.batch_size * config.train.accum_freq * devices,
+            config.train.global_batch(devices),
             config.train.seed,
             transform,
         )
@@ -164,12 +164,7 @@ pub fn run(
     let Some(device) = devices.first() else {
         return Err(TrainError::invalid("devices", "no device given"));
     };
-    if devices.len() > 1 && config.train.accum_freq > 1 {
-        return Err(TrainError::invalid(
-            "train.accum_freq",
-            "gradient accumulation on several devices is not built yet; use one of them",
-        ));
-    }
+    crate::parallel::check_split(config.train.accum_freq, devices.len())?;
     let checkpoints = run_dir.join("checkpoints");
     let metrics_path = run_dir.join("metrics.jsonl");
     let clip;
@@ -231,8 +226,8 @@ pub fn run(
                      changes from {} to {}",
                     restored.state.devices,
                     devices.len(),
-                    global_batch(config, restored.state.devices),
-                    global_batch(config, devices.len()),
+                    config.train.global_batch(restored.state.devices),
+                    config.train.global_batch(devices.len()),
                 );
             }
             cursor = Some(restored.state.cursor);
@@ -350,11 +345,6 @@ pub fn run(
         interrupted: stopped_early,
         eval,
     })
-}
-
-/// Samples per optimizer step: every one is a negative for every other.
-fn global_batch(config: &TrainConfig, devices: usize) -> usize {
-    config.train.batch_size * config.train.accum_freq * devices
 }
 
 /// burn's seed is process-wide on the CPU backend: two runs initialising at once (tests, or a

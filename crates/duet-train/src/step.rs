@@ -156,12 +156,7 @@ impl Stepper {
         step: u64,
     ) -> Result<(f64, Option<GradientsParams>), TrainError> {
         if self.devices.len() > 1 {
-            if accum > 1 {
-                return Err(TrainError::invalid(
-                    "train.accum_freq",
-                    "gradient accumulation on several devices is not built yet; use one of them",
-                ));
-            }
+            crate::parallel::check_split(accum, self.devices.len())?;
             return crate::parallel::gradients(
                 self.loss,
                 model,
@@ -176,7 +171,7 @@ impl Stepper {
         if accum <= 1 {
             let batch =
                 ContrastiveBatch::new(model.encode_image(images), model.encode_text(tokens));
-            let loss = self.loss_of(batch, scale, bias, step)?;
+            let loss = loss_of(self.loss, batch, scale, bias, step)?;
             let value = f64::from(loss.clone().into_scalar::<f32>());
             if !value.is_finite() {
                 return Ok((value, None));
@@ -204,18 +199,16 @@ impl Stepper {
         let mut accumulator = GradientsAccumulator::<ClipModel>::new();
         let mut value = f64::NAN;
         for (j, (im, tok)) in image_chunks.into_iter().zip(token_chunks).enumerate() {
-            let mut all_images = cached_images.clone();
-            let mut all_texts = cached_texts.clone();
-            all_images[j] = model.encode_image(im);
-            all_texts[j] = model.encode_text(tok);
-            let batch =
-                ContrastiveBatch::new(Tensor::cat(all_images, 0), Tensor::cat(all_texts, 0));
-            let (scale, bias) = if j == 0 {
-                (scale.clone(), bias.clone())
-            } else {
-                (scale.clone().detach(), bias.clone().map(Tensor::detach))
-            };
-            let loss = self.loss_of(batch, scale, bias, step)?;
+            let live = (model.encode_image(im), model.encode_text(tok));
+            let loss = block_loss(
+                self.loss,
+                cached_images.clone(),
+                cached_texts.clone(),
+                j,
+                live,
+                (scale.clone(), bias.clone()),
+                step,
+            )?;
             if j == 0 {
                 value = f64::from(loss.clone().into_scalar::<f32>());
                 if !value.is_finite() {
@@ -226,18 +219,42 @@ impl Stepper {
         }
         Ok((value, Some(accumulator.grads())))
     }
+}
 
-    fn loss_of(
-        &self,
-        batch: ContrastiveBatch,
-        scale: Tensor<1>,
-        bias: Option<Tensor<1>>,
-        step: u64,
-    ) -> Result<Tensor<1>, TrainError> {
-        self.loss
-            .compute(batch, scale, bias)
-            .map_err(|source| TrainError::Loss { step, source })
-    }
+/// The contrastive loss of a whole batch held as blocks of detached features (`images`,
+/// `texts`), with block `j`'s replaced by its `live` image and text features, so only that
+/// block's encoders get gradients. `logits` (`logit_scale`, `logit_bias`) stay live for block 0
+/// only: summed over the blocks, the gradients are then exactly the whole batch's. Gradient
+/// accumulation (blocks = micro-batches) and data parallelism (blocks = ranks) both use it.
+pub(crate) fn block_loss(
+    loss: Loss,
+    mut images: Vec<Tensor<2>>,
+    mut texts: Vec<Tensor<2>>,
+    j: usize,
+    live: (Tensor<2>, Tensor<2>),
+    logits: (Tensor<1>, Option<Tensor<1>>),
+    step: u64,
+) -> Result<Tensor<1>, TrainError> {
+    (images[j], texts[j]) = live;
+    let batch = ContrastiveBatch::new(Tensor::cat(images, 0), Tensor::cat(texts, 0));
+    let (scale, bias) = logits;
+    let (scale, bias) = if j == 0 {
+        (scale, bias)
+    } else {
+        (scale.detach(), bias.map(Tensor::detach))
+    };
+    loss_of(loss, batch, scale, bias, step)
+}
+
+fn loss_of(
+    loss: Loss,
+    batch: ContrastiveBatch,
+    scale: Tensor<1>,
+    bias: Option<Tensor<1>>,
+    step: u64,
+) -> Result<Tensor<1>, TrainError> {
+    loss.compute(batch, scale, bias)
+        .map_err(|source| TrainError::Loss { step, source })
 }
 
 fn scalar(t: &Tensor<1>) -> f64 {
