@@ -71,8 +71,16 @@ pub(crate) fn gradients(
         })
         .collect();
 
+    // Ranks on distinct devices run on threads of their own; ranks sharing a device run in
+    // turn: one device gains nothing from threads (flex already spreads an op over every
+    // core), and concurrent autodiff passes over one device's shared buffers were seen to
+    // change a step's loss under load.
+    let threaded = devices
+        .iter()
+        .enumerate()
+        .all(|(i, device)| !devices[..i].contains(device));
     // 1. Every rank's features, each with its graph.
-    let encoded = on_every_rank(ranks, |_, (replica, images, tokens)| {
+    let encoded = on_every_rank(ranks, threaded, |_, (replica, images, tokens)| {
         let image_features = replica.encode_image(images);
         let text_features = replica.encode_text(tokens);
         (replica, image_features, text_features)
@@ -83,7 +91,7 @@ pub(crate) fn gradients(
         .map(|(_, image, text)| (image.clone().detach(), text.clone().detach()))
         .collect();
     // 3. The global loss on every rank, back-propagated into that rank's replica.
-    let results = on_every_rank(encoded, |rank, (replica, image, text)| {
+    let results = on_every_rank(encoded, threaded, |rank, (replica, image, text)| {
         let device = &devices[rank];
         let images: Vec<Tensor<2>> = gathered
             .iter()
@@ -133,12 +141,20 @@ pub(crate) fn check_split(accum: usize, devices: usize) -> Result<(), TrainError
     Ok(())
 }
 
-/// `work(rank, item)` for every item, each on its own thread (a device's queue is fed by its
-/// own thread, as in burn-train's multi-device step), results in rank order. A panic on any
-/// rank is re-raised here, after every thread has finished.
-fn on_every_rank<T: Send, R: Send>(items: Vec<T>, work: impl Fn(usize, T) -> R + Sync) -> Vec<R> {
-    if items.len() == 1 {
-        return items.into_iter().map(|item| work(0, item)).collect();
+/// `work(rank, item)` for every item, results in rank order: with `threaded`, each on its own
+/// thread (a device's queue is fed by its own thread, as in burn-train's multi-device step),
+/// and a panic on any rank is re-raised here after every thread has finished; else in turn.
+fn on_every_rank<T: Send, R: Send>(
+    items: Vec<T>,
+    threaded: bool,
+    work: impl Fn(usize, T) -> R + Sync,
+) -> Vec<R> {
+    if !threaded {
+        return items
+            .into_iter()
+            .enumerate()
+            .map(|(rank, item)| work(rank, item))
+            .collect();
     }
     std::thread::scope(|scope| {
         let work = &work;

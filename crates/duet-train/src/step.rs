@@ -342,7 +342,7 @@ mod tests {
 
     #[test]
     fn data_parallel_gradients_equal_the_global_batch_gradients() {
-        // 4 pairs over 2 and over 4 ranks (threads on the one flex device, the only CPU device
+        // 4 pairs over 2 and over 4 ranks (in turn on the one flex device, the only CPU device
         // burn has): the summed per-rank gradients must be the one-device global batch's.
         let (model, single, images, tokens) = setup(2.0);
         let device = Device::flex().autodiff();

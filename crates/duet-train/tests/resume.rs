@@ -195,7 +195,7 @@ fn accumulating_two_half_batches_trains_like_the_full_batch() {
 
 #[test]
 fn two_devices_train_like_one_device_on_the_global_batch() {
-    // 2 ranks x 8 samples (threads on the one flex device) against 1 device x 16: both steps see
+    // 2 ranks x 8 samples (in turn on the one flex device) against 1 device x 16: both steps see
     // the same 16 samples and negatives; the per-rank gradients summed on rank 0 are the global
     // batch's, so the losses match to float rounding.
     let one_dir = tempfile::tempdir().expect("temp dir");
