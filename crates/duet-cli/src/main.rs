@@ -1,5 +1,6 @@
 //! `duet`: contrastive image–text pretraining, fine-tuning and inference.
 
+mod alloc;
 mod backend;
 mod bench;
 mod embed;
@@ -55,6 +56,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    alloc::retain_freed_memory();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     match cli.command {

@@ -32,24 +32,44 @@ use crate::step::block_loss;
 
 /// The loss of the whole batch and its gradients, on `devices[0]` (`None` when the loss is not
 /// finite); see the module docs. `images` is `[b, 3, s, s]` and `tokens` `[b, t]` on
-/// `devices[0]`, with `b` a multiple of the device count.
+/// `devices[0]`, with `b` a multiple of the device count times `accum`.
+///
+/// With `accum > 1` each rank's slice is `accum` micro-batches, and the feature cache of
+/// [`crate::Stepper::gradients`] runs over all of them: every rank's every micro-batch is
+/// encoded and detached first (block `rank · accum + j`, the order of the global batch), then
+/// each rank re-encodes micro-batch `j` with gradients against every other block, for each
+/// `j` in turn, and the gradients of all passes are summed. `logit_scale` is live in block 0's
+/// pass only, so the sum is again exactly the one-device gradient of the global batch.
 pub(crate) fn gradients(
     loss: Loss,
     model: &ClipModel,
     images: Tensor<4>,
     tokens: Tensor<2, Int>,
     devices: &[Device],
+    accum: usize,
     step: u64,
 ) -> Result<(f64, Option<GradientsParams>), TrainError> {
     let world = devices.len();
+    let accum = accum.max(1);
     let Some(main) = devices.first() else {
         return Err(TrainError::invalid("devices", "no device given"));
     };
     let [b, ..] = images.dims();
-    if b % world != 0 {
+    if b % (world * accum) != 0 {
+        let (key, what) = if accum > 1 {
+            (
+                "train.accum_freq",
+                format!("{world} devices × {accum} micro-batches"),
+            )
+        } else {
+            (
+                "train.batch_size",
+                format!("{world} equal per-device slices"),
+            )
+        };
         return Err(TrainError::invalid(
-            "train.batch_size",
-            format!("a batch of {b} does not split into {world} equal per-device slices"),
+            key,
+            format!("a batch of {b} does not split into {what}"),
         ));
     }
     let ranks: Vec<_> = images
@@ -67,7 +87,13 @@ pub(crate) fn gradients(
             } else {
                 model.clone().fork(device)
             };
-            (replica, images.to_device(device), tokens.to_device(device))
+            let micro: Vec<(Tensor<4>, Tensor<2, Int>)> = images
+                .to_device(device)
+                .chunk(accum, 0)
+                .into_iter()
+                .zip(tokens.to_device(device).chunk(accum, 0))
+                .collect();
+            (replica, micro)
         })
         .collect();
 
@@ -79,19 +105,32 @@ pub(crate) fn gradients(
         .iter()
         .enumerate()
         .all(|(i, device)| !devices[..i].contains(device));
-    // 1. Every rank's features, each with its graph.
-    let encoded = on_every_rank(ranks, threaded, |_, (replica, images, tokens)| {
-        let image_features = replica.encode_image(images);
-        let text_features = replica.encode_text(tokens);
-        (replica, image_features, text_features)
+    // 1. Every rank's features of every micro-batch. With one micro-batch they keep their
+    //    graph for the backward; with several they are recomputed one at a time in 3.
+    let encoded = on_every_rank(ranks, threaded, |_, (replica, micro)| {
+        let features: Vec<(Tensor<2>, Tensor<2>)> = micro
+            .iter()
+            .map(|(images, tokens)| {
+                let image = replica.encode_image(images.clone());
+                let text = replica.encode_text(tokens.clone());
+                if accum == 1 {
+                    (image, text)
+                } else {
+                    (image.detach(), text.detach())
+                }
+            })
+            .collect();
+        (replica, micro, features)
     });
-    // 2. The gather: every rank's features, without their graphs.
+    // 2. The gather: every block's features, without their graphs, in global-batch order.
     let gathered: Vec<(Tensor<2>, Tensor<2>)> = encoded
         .iter()
-        .map(|(_, image, text)| (image.clone().detach(), text.clone().detach()))
+        .flat_map(|(_, _, features)| features.iter())
+        .map(|(image, text)| (image.clone().detach(), text.clone().detach()))
         .collect();
-    // 3. The global loss on every rank, back-propagated into that rank's replica.
-    let results = on_every_rank(encoded, threaded, |rank, (replica, image, text)| {
+    // 3. The global loss with each of the rank's blocks live in turn, back-propagated into the
+    //    rank's replica, summed there and moved to the main device.
+    let results = on_every_rank(encoded, threaded, |rank, (replica, micro, features)| {
         let device = &devices[rank];
         let images: Vec<Tensor<2>> = gathered
             .iter()
@@ -105,13 +144,39 @@ pub(crate) fn gradients(
             replica.logit_scale.val(),
             replica.logit_bias.as_ref().map(|b| b.val()),
         );
-        let loss = block_loss(loss, images, texts, rank, (image, text), logits, step)?;
-        let value = f64::from(loss.clone().into_scalar::<f32>());
-        if !value.is_finite() {
-            return Ok((value, None));
+        let mut summed = GradientsAccumulator::<ClipModel>::new();
+        let mut value = f64::NAN;
+        for (j, ((images_j, tokens_j), kept)) in micro.into_iter().zip(features).enumerate() {
+            let live = if accum == 1 {
+                kept
+            } else {
+                (
+                    replica.encode_image(images_j),
+                    replica.encode_text(tokens_j),
+                )
+            };
+            let block = rank * accum + j;
+            let loss = block_loss(
+                loss,
+                images.clone(),
+                texts.clone(),
+                block,
+                live,
+                logits.clone(),
+                step,
+            )?;
+            if j == 0 {
+                value = f64::from(loss.clone().into_scalar::<f32>());
+                if !value.is_finite() {
+                    return Ok((value, None));
+                }
+            }
+            summed.accumulate(
+                &replica,
+                GradientsParams::from_grads(loss.backward(), &replica),
+            );
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &replica);
-        Ok((value, Some(grads.to_device(main, &replica))))
+        Ok((value, Some(summed.grads().to_device(main, &replica))))
     });
 
     let mut accumulator = GradientsAccumulator::<ClipModel>::new();
@@ -127,18 +192,6 @@ pub(crate) fn gradients(
         accumulator.accumulate(model, grads);
     }
     Ok((value, Some(accumulator.grads())))
-}
-
-/// Refuses gradient accumulation together with several devices (not built yet), before any
-/// work: the run checks it up front, the step again for library callers.
-pub(crate) fn check_split(accum: usize, devices: usize) -> Result<(), TrainError> {
-    if accum > 1 && devices > 1 {
-        return Err(TrainError::invalid(
-            "train.accum_freq",
-            "gradient accumulation on several devices is not built yet; use one of them",
-        ));
-    }
-    Ok(())
 }
 
 /// `work(rank, item)` for every item, results in rank order: with `threaded`, each on its own

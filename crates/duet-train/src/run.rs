@@ -164,7 +164,6 @@ pub fn run(
     let Some(device) = devices.first() else {
         return Err(TrainError::invalid("devices", "no device given"));
     };
-    crate::parallel::check_split(config.train.accum_freq, devices.len())?;
     let checkpoints = run_dir.join("checkpoints");
     let metrics_path = run_dir.join("metrics.jsonl");
     let clip;
@@ -366,8 +365,14 @@ fn seeded_init(
         source,
     })?;
     // burn initialises parameters lazily, at first use: draw them all now, under the lock.
-    model.visit(&mut Materialize);
+    materialize(&model);
     Ok(model)
+}
+
+/// Draws every parameter of `model` that burn has not initialised yet, in module order (a
+/// no-op for one already drawn).
+pub(crate) fn materialize(model: &duet_model::ClipModel) {
+    model.visit(&mut Materialize);
 }
 
 /// The pretrained model at `from` (a model directory, checkpoint or run directory).

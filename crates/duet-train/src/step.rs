@@ -156,31 +156,21 @@ impl Stepper {
         step: u64,
     ) -> Result<(f64, Option<GradientsParams>), TrainError> {
         if self.devices.len() > 1 {
-            crate::parallel::check_split(accum, self.devices.len())?;
             return crate::parallel::gradients(
                 self.loss,
                 model,
                 images,
                 tokens,
                 &self.devices,
+                accum,
                 step,
             );
         }
+        if accum <= 1 {
+            return towers_apart(self.loss, model, images, tokens, step);
+        }
         let bias = model.logit_bias.as_ref().map(|b| b.val());
         let scale = model.logit_scale.val();
-        if accum <= 1 {
-            let batch =
-                ContrastiveBatch::new(model.encode_image(images), model.encode_text(tokens));
-            let loss = loss_of(self.loss, batch, scale, bias, step)?;
-            let value = f64::from(loss.clone().into_scalar::<f32>());
-            if !value.is_finite() {
-                return Ok((value, None));
-            }
-            return Ok((
-                value,
-                Some(GradientsParams::from_grads(loss.backward(), model)),
-            ));
-        }
         let [b, ..] = images.dims();
         if b % accum != 0 {
             return Err(TrainError::invalid(
@@ -219,6 +209,84 @@ impl Stepper {
         }
         Ok((value, Some(accumulator.grads())))
     }
+}
+
+/// The loss of one batch and its gradients, with the two towers run side by side, one thread
+/// each, forward and backward.
+///
+/// burn keeps an autodiff graph per connected set of tensors and runs each graph's backward
+/// as one sequential pass, and flex runs most element-wise ops on one core. The towers share
+/// no parameter, so until the loss joins their features they are two separate graphs. The
+/// loss is therefore taken on detached copies of the features (new leaves), its backward
+/// gives the features' gradients `g` (and `logit_scale`'s), and each tower then back-propagates
+/// `sum(features ⊙ g)` on its own thread. By the chain rule every tower parameter gets exactly
+/// the gradient of the joint backward: `∂ sum(f ⊙ g) / ∂f = g`.
+fn towers_apart(
+    loss: Loss,
+    model: &ClipModel,
+    images: Tensor<4>,
+    tokens: Tensor<2, Int>,
+    step: u64,
+) -> Result<(f64, Option<GradientsParams>), TrainError> {
+    // burn draws parameters lazily, at first use, from a process-wide generator: drawn by two
+    // threads at once, they would interleave. Draw any still pending here, in module order.
+    crate::run::materialize(model);
+    let replica = model.clone();
+    let (image, text) = side_by_side(
+        move || replica.encode_image(images),
+        || model.encode_text(tokens),
+    );
+    let image_leaf = image.clone().detach().require_grad();
+    let text_leaf = text.clone().detach().require_grad();
+    let batch = ContrastiveBatch::new(image_leaf.clone(), text_leaf.clone());
+    let scale = model.logit_scale.val();
+    let bias = model.logit_bias.as_ref().map(|b| b.val());
+    let loss = loss_of(loss, batch, scale, bias, step)?;
+    let value = f64::from(loss.clone().into_scalar::<f32>());
+    if !value.is_finite() {
+        return Ok((value, None));
+    }
+    let mut head = loss.backward();
+    let d_image = image_leaf.grad_remove(&mut head);
+    let d_text = text_leaf.grad_remove(&mut head);
+    let mut accumulator = GradientsAccumulator::<ClipModel>::new();
+    accumulator.accumulate(model, GradientsParams::from_grads(head, model));
+    let replica = model.clone();
+    let (image_grads, text_grads) = side_by_side(
+        move || tower_gradients(&replica, image, d_image),
+        || tower_gradients(model, text, d_text),
+    );
+    for grads in [image_grads, text_grads].into_iter().flatten() {
+        accumulator.accumulate(model, grads);
+    }
+    Ok((value, Some(accumulator.grads())))
+}
+
+/// The gradients a tower's parameters get from its `features` whose gradient is `grad`; `None`
+/// for a tower with nothing to train (locked, or no gradient reached its features).
+fn tower_gradients(
+    model: &ClipModel,
+    features: Tensor<2>,
+    grad: Option<Tensor<2>>,
+) -> Option<GradientsParams> {
+    let grad = grad?;
+    if !features.is_tracked() {
+        return None;
+    }
+    let surrogate = (features * grad.autodiff()).sum();
+    Some(GradientsParams::from_grads(surrogate.backward(), model))
+}
+
+/// `(a(), b())`, `a` on a thread of its own; a panic in either is re-raised here.
+fn side_by_side<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B) {
+    std::thread::scope(|scope| {
+        let handle = scope.spawn(a);
+        let b = b();
+        let a = handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (a, b)
+    })
 }
 
 /// The contrastive loss of a whole batch held as blocks of detached features (`images`,
@@ -341,6 +409,84 @@ mod tests {
     }
 
     #[test]
+    fn towers_apart_give_the_gradients_of_one_joint_backward() {
+        // The step runs each tower's forward and backward on a thread of its own, joined only
+        // through the features' gradients; one backward through the whole graph must give the
+        // same gradient for every parameter, bit for bit, for both losses (SigLIP adds
+        // `logit_bias`), and a locked tower must get none.
+        for loss in [Loss::info_nce(), Loss::sigmoid()] {
+            let (model, _, images, tokens) = setup(2.0);
+            let model = if loss.init_logit_bias().is_some() {
+                let mut config = preset("tiny").expect("preset");
+                config.logit_bias_init = loss.init_logit_bias();
+                config.init(&Device::flex().autodiff()).expect("model")
+            } else {
+                model
+            };
+            let stepper = Stepper::new(loss, &OptimizerConfig::default(), NonFinite::Stop, &model);
+            let (value, apart) = stepper
+                .gradients(&model, images.clone(), tokens.clone(), 1, 0)
+                .expect("loss");
+            let apart = apart.expect("finite");
+            let (joint_value, joint) =
+                joint_gradients(loss, &model, images.clone(), tokens.clone());
+            assert_eq!(value.to_bits(), joint_value.to_bits(), "{loss:?}");
+            for p in float_params(&model) {
+                let (a, b) = match p.rank {
+                    1 => (grad::<1>(&apart, p.id), grad::<1>(&joint, p.id)),
+                    2 => (grad::<2>(&apart, p.id), grad::<2>(&joint, p.id)),
+                    4 => (grad::<4>(&apart, p.id), grad::<4>(&joint, p.id)),
+                    _ => continue,
+                };
+                assert!(a.is_some(), "{}: no gradient", p.path);
+                assert_eq!(a, b, "{loss:?} {}", p.path);
+            }
+            // The image tower locked: its parameters get nothing, the text side still trains.
+            let locked = crate::lock::apply(
+                model.clone(),
+                &crate::LockConfig {
+                    image: true,
+                    ..crate::LockConfig::default()
+                },
+            );
+            let (_, grads) = stepper
+                .gradients(&locked, images, tokens, 1, 0)
+                .expect("loss");
+            let grads = grads.expect("finite");
+            let trained: Vec<String> = float_params(&locked)
+                .into_iter()
+                .filter(|p| match p.rank {
+                    1 => grad::<1>(&grads, p.id).is_some(),
+                    2 => grad::<2>(&grads, p.id).is_some(),
+                    4 => grad::<4>(&grads, p.id).is_some(),
+                    _ => false,
+                })
+                .map(|p| p.path)
+                .collect();
+            assert!(
+                trained.iter().all(|p| !p.starts_with("vision")),
+                "{trained:?}"
+            );
+            assert!(trained.iter().any(|p| p.starts_with("text")), "{trained:?}");
+            assert!(trained.iter().any(|p| p == "logit_scale"), "{trained:?}");
+        }
+    }
+
+    /// The plain way: both towers, the loss and one backward through the joined graph.
+    fn joint_gradients(
+        loss: Loss,
+        model: &ClipModel,
+        images: Tensor<4>,
+        tokens: Tensor<2, Int>,
+    ) -> (f64, GradientsParams) {
+        let batch = ContrastiveBatch::new(model.encode_image(images), model.encode_text(tokens));
+        let bias = model.logit_bias.as_ref().map(|b| b.val());
+        let value = loss_of(loss, batch, model.logit_scale.val(), bias, 0).expect("loss");
+        let scalar = f64::from(value.clone().into_scalar::<f32>());
+        (scalar, GradientsParams::from_grads(value.backward(), model))
+    }
+
+    #[test]
     fn data_parallel_gradients_equal_the_global_batch_gradients() {
         // 4 pairs over 2 and over 4 ranks (in turn on the one flex device, the only CPU device
         // burn has): the summed per-rank gradients must be the one-device global batch's.
@@ -361,17 +507,25 @@ mod tests {
             );
             assert_same_gradients(&model, &full, &grads.expect("finite"));
         }
-        // 4 pairs do not split over 3 devices; accumulation on top is refused.
+        // 2 ranks × 2 micro-batches of 1 pair: blocks (rank 0: pairs 0, 1; rank 1: pairs 2, 3),
+        // each back-propagated against the other three; the sum is again the global batch's.
+        let two = stepper(&model).with_devices(&[device.clone(), device.clone()]);
+        let (loss, grads) = two
+            .gradients(&model, images.clone(), tokens.clone(), 2, 0)
+            .expect("loss");
+        assert!((full_loss - loss).abs() < 1e-6, "{full_loss} vs {loss}");
+        assert_same_gradients(&model, &full, &grads.expect("finite"));
+        // 4 pairs do not split over 3 devices, nor into 2 devices × 4 micro-batches.
         let three = stepper(&model).with_devices(&[device.clone(), device.clone(), device.clone()]);
         let err = three
             .gradients(&model, images.clone(), tokens.clone(), 1, 0)
             .expect_err("4 over 3");
         assert!(err.to_string().contains("train.batch_size"), "{err}");
-        let err = single
-            .with_devices(&[device.clone(), device])
-            .gradients(&model, images, tokens, 2, 0)
-            .expect_err("accumulation over devices");
+        let err = two
+            .gradients(&model, images, tokens, 4, 0)
+            .expect_err("4 over 2 × 4");
         assert!(err.to_string().contains("train.accum_freq"), "{err}");
+        drop((single, device));
     }
 
     /// Every float parameter's gradient in `b` equals the one in `a`, relative to `a`'s largest.
