@@ -183,29 +183,32 @@ impl Stepper {
         let mut cached_images: Vec<Tensor<2>> = Vec::with_capacity(accum);
         let mut cached_texts: Vec<Tensor<2>> = Vec::with_capacity(accum);
         for (im, tok) in image_chunks.iter().zip(&token_chunks) {
-            cached_images.push(model.encode_image(im.clone()).detach());
-            cached_texts.push(model.encode_text(tok.clone()).detach());
+            let (image, text) = encode_apart(model, im.clone(), tok.clone());
+            cached_images.push(image.detach());
+            cached_texts.push(text.detach());
         }
         let mut accumulator = GradientsAccumulator::<ClipModel>::new();
         let mut value = f64::NAN;
         for (j, (im, tok)) in image_chunks.into_iter().zip(token_chunks).enumerate() {
-            let live = (model.encode_image(im), model.encode_text(tok));
-            let loss = block_loss(
-                self.loss,
-                cached_images.clone(),
-                cached_texts.clone(),
-                j,
-                live,
-                (scale.clone(), bias.clone()),
-                step,
-            )?;
+            let live = encode_apart(model, im, tok);
+            let (block_value, grads) = backward_apart(model, live, |image, text| {
+                block_loss(
+                    self.loss,
+                    cached_images.clone(),
+                    cached_texts.clone(),
+                    j,
+                    (image, text),
+                    (scale.clone(), bias.clone()),
+                    step,
+                )
+            })?;
             if j == 0 {
-                value = f64::from(loss.clone().into_scalar::<f32>());
-                if !value.is_finite() {
-                    return Ok((value, None));
-                }
+                value = block_value;
             }
-            accumulator.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
+            let Some(grads) = grads else {
+                return Ok((block_value, None));
+            };
+            accumulator.accumulate(model, grads);
         }
         Ok((value, Some(accumulator.grads())))
     }
@@ -228,20 +231,43 @@ fn towers_apart(
     tokens: Tensor<2, Int>,
     step: u64,
 ) -> Result<(f64, Option<GradientsParams>), TrainError> {
+    let features = encode_apart(model, images, tokens);
+    let scale = model.logit_scale.val();
+    let bias = model.logit_bias.as_ref().map(|b| b.val());
+    backward_apart(model, features, |image, text| {
+        loss_of(loss, ContrastiveBatch::new(image, text), scale, bias, step)
+    })
+}
+
+/// Both towers' features, each tower on a thread of its own (see [`towers_apart`]).
+fn encode_apart(
+    model: &ClipModel,
+    images: Tensor<4>,
+    tokens: Tensor<2, Int>,
+) -> (Tensor<2>, Tensor<2>) {
     // burn draws parameters lazily, at first use, from a process-wide generator: drawn by two
     // threads at once, they would interleave. Draw any still pending here, in module order.
     crate::run::materialize(model);
     let replica = model.clone();
-    let (image, text) = side_by_side(
+    side_by_side(
         move || replica.encode_image(images),
         || model.encode_text(tokens),
-    );
+    )
+}
+
+/// The value of `loss_on(image, text)` on detached copies of the live `features`, and the
+/// gradients of every parameter: the loss's own (`logit_scale`, `logit_bias`) from its
+/// backward, each tower's from its features' gradient, back-propagated on a thread per tower
+/// (see [`towers_apart`]). `None` when the loss is not finite.
+fn backward_apart(
+    model: &ClipModel,
+    features: (Tensor<2>, Tensor<2>),
+    loss_on: impl FnOnce(Tensor<2>, Tensor<2>) -> Result<Tensor<1>, TrainError>,
+) -> Result<(f64, Option<GradientsParams>), TrainError> {
+    let (image, text) = features;
     let image_leaf = image.clone().detach().require_grad();
     let text_leaf = text.clone().detach().require_grad();
-    let batch = ContrastiveBatch::new(image_leaf.clone(), text_leaf.clone());
-    let scale = model.logit_scale.val();
-    let bias = model.logit_bias.as_ref().map(|b| b.val());
-    let loss = loss_of(loss, batch, scale, bias, step)?;
+    let loss = loss_on(image_leaf.clone(), text_leaf.clone())?;
     let value = f64::from(loss.clone().into_scalar::<f32>());
     if !value.is_finite() {
         return Ok((value, None));
