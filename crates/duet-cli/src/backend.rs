@@ -95,8 +95,8 @@ impl DeviceArgs {
     }
 }
 
-/// One `--devices` entry: `cpu`, `wgpu` (wgpu's preferred adapter), `wgpu:N` (the N-th
-/// discrete GPU), `cuda` or `cuda:N`.
+/// One `--devices` entry: `cpu`, `wgpu` (wgpu's preferred adapter), `wgpu:N` (the N-th adapter
+/// wgpu lists, counted from 0 as `--devices all` lists them), `cuda` or `cuda:N`.
 fn parse_device(entry: &str) -> Result<Device> {
     let (kind, index) = match entry.split_once(':') {
         Some((kind, index)) => (kind, Some(index)),
@@ -116,12 +116,20 @@ fn parse_device(entry: &str) -> Result<Device> {
         (DeviceKind::Cpu, Some(_)) => {
             bail!("--devices: there is one CPU device; write `cpu`, not `{entry}`")
         }
-        #[cfg(feature = "wgpu")]
-        (DeviceKind::Wgpu, Some(n)) => Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(n))),
-        #[cfg(feature = "cuda")]
-        (DeviceKind::Cuda, Some(n)) => Ok(Device::cuda(n)),
+        // The N-th of the devices `all` lists, so `wgpu:N` names what `--devices all` would use
+        // (and a missing one is an error here, not a panic in the backend's device thread).
+        (DeviceKind::Wgpu | DeviceKind::Cuda, Some(n)) => {
+            let listed = kind.all().map_err(in_entry)?;
+            let count = listed.len();
+            listed.into_iter().nth(n).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--devices: `{entry}`: this machine lists {count} such device(s), numbered \
+                     from 0"
+                )
+            })
+        }
         // The kind's default device, or, for a backend this build lacks, how to get it.
-        _ => kind.device().map_err(in_entry),
+        (_, None) => kind.device().map_err(in_entry),
     }
 }
 
