@@ -80,6 +80,14 @@ fn train(dir: &Path, start: Start, stop_before: Option<u64>) -> RunSummary {
     .expect("runs")
 }
 
+/// As many losses in `b` as in `a`, each within 1e-4 (relative) of `a`'s at the same step.
+fn assert_same_losses(a: &[f64], b: &[f64]) {
+    assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() < 1e-4 * x.abs(), "{a:?} vs {b:?}");
+    }
+}
+
 fn bits(losses: &[f64]) -> Vec<u64> {
     losses.iter().map(|l| l.to_bits()).collect()
 }
@@ -183,14 +191,7 @@ fn accumulating_two_half_batches_trains_like_the_full_batch() {
     )
     .expect("runs");
     assert_eq!(full.losses.len(), 3);
-    for (a, b) in full.losses.iter().zip(&accum.losses) {
-        assert!(
-            (a - b).abs() < 1e-4 * a.abs(),
-            "{:?} vs {:?}",
-            full.losses,
-            accum.losses
-        );
-    }
+    assert_same_losses(&full.losses, &accum.losses);
 }
 
 #[test]
@@ -219,14 +220,7 @@ fn two_devices_train_like_one_device_on_the_global_batch() {
     )
     .expect("runs");
     assert_eq!(two.losses.len(), 3);
-    for (a, b) in one.losses.iter().zip(&two.losses) {
-        assert!(
-            (a - b).abs() < 1e-4 * a.abs(),
-            "{:?} vs {:?}",
-            one.losses,
-            two.losses
-        );
-    }
+    assert_same_losses(&one.losses, &two.losses);
     let state = std::fs::read_to_string(
         two.last_checkpoint
             .expect("checkpointed")
@@ -244,14 +238,7 @@ fn two_devices_train_like_one_device_on_the_global_batch() {
         &Control::default(),
     )
     .expect("runs");
-    for (a, b) in one.losses.iter().zip(&both.losses) {
-        assert!(
-            (a - b).abs() < 1e-4 * a.abs(),
-            "{:?} vs {:?}",
-            one.losses,
-            both.losses
-        );
-    }
+    assert_same_losses(&one.losses, &both.losses);
 }
 
 #[test]
