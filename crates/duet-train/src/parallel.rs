@@ -28,7 +28,7 @@ use duet_loss::Loss;
 use duet_model::ClipModel;
 
 use crate::TrainError;
-use crate::step::block_loss;
+use crate::step::{backward_apart, block_loss, encode_apart};
 
 /// The loss of the whole batch and its gradients, on `devices[0]` (`None` when the loss is not
 /// finite); see the module docs. `images` is `[b, 3, s, s]` and `tokens` `[b, t]` on
@@ -56,22 +56,25 @@ pub(crate) fn gradients(
     };
     let [b, ..] = images.dims();
     if b % (world * accum) != 0 {
-        let (key, what) = if accum > 1 {
-            (
-                "train.accum_freq",
-                format!("{world} devices × {accum} micro-batches"),
-            )
-        } else {
-            (
+        let (key, what) = match (world, accum) {
+            (1, _) => ("train.accum_freq", format!("{accum} equal micro-batches")),
+            (_, 1) => (
                 "train.batch_size",
                 format!("{world} equal per-device slices"),
-            )
+            ),
+            _ => (
+                "train.accum_freq",
+                format!("{world} devices × {accum} micro-batches"),
+            ),
         };
         return Err(TrainError::invalid(
             key,
             format!("a batch of {b} does not split into {what}"),
         ));
     }
+    // burn draws parameters lazily from a process-wide generator: draw any still pending
+    // before the replicas are forked and the ranks' threads start.
+    crate::run::materialize(model);
     let ranks: Vec<_> = images
         .chunk(world, 0)
         .into_iter()
@@ -111,8 +114,7 @@ pub(crate) fn gradients(
         let features: Vec<(Tensor<2>, Tensor<2>)> = micro
             .iter()
             .map(|(images, tokens)| {
-                let image = replica.encode_image(images.clone());
-                let text = replica.encode_text(tokens.clone());
+                let (image, text) = encode_apart(&replica, images.clone(), tokens.clone());
                 if accum == 1 {
                     (image, text)
                 } else {
@@ -150,31 +152,27 @@ pub(crate) fn gradients(
             let live = if accum == 1 {
                 kept
             } else {
-                (
-                    replica.encode_image(images_j),
-                    replica.encode_text(tokens_j),
-                )
+                encode_apart(&replica, images_j, tokens_j)
             };
             let block = rank * accum + j;
-            let loss = block_loss(
-                loss,
-                images.clone(),
-                texts.clone(),
-                block,
-                live,
-                logits.clone(),
-                step,
-            )?;
+            let (block_value, grads) = backward_apart(&replica, live, |image, text| {
+                block_loss(
+                    loss,
+                    images.clone(),
+                    texts.clone(),
+                    block,
+                    (image, text),
+                    logits.clone(),
+                    step,
+                )
+            })?;
             if j == 0 {
-                value = f64::from(loss.clone().into_scalar::<f32>());
-                if !value.is_finite() {
-                    return Ok((value, None));
-                }
+                value = block_value;
             }
-            summed.accumulate(
-                &replica,
-                GradientsParams::from_grads(loss.backward(), &replica),
-            );
+            let Some(grads) = grads else {
+                return Ok((block_value, None));
+            };
+            summed.accumulate(&replica, grads);
         }
         Ok((value, Some(summed.grads().to_device(main, &replica))))
     });

@@ -147,6 +147,9 @@ impl Stepper {
     /// Each tower parameter's gradient then is exactly the full-batch one. `logit_scale` (and
     /// `logit_bias`) take part in every pass, so OpenCLIP sums their gradient `accum` times;
     /// duet keeps them live in the first pass only, which gives the full-batch gradient.
+    ///
+    /// That is the data-parallel step's feature cache with one rank ([`crate::parallel`]), so
+    /// both run through it; one micro-batch on one device is [`towers_apart`].
     pub fn gradients(
         &self,
         model: &ClipModel,
@@ -155,62 +158,17 @@ impl Stepper {
         accum: usize,
         step: u64,
     ) -> Result<(f64, Option<GradientsParams>), TrainError> {
-        if self.devices.len() > 1 {
-            return crate::parallel::gradients(
-                self.loss,
-                model,
-                images,
-                tokens,
-                &self.devices,
-                accum,
-                step,
-            );
-        }
-        if accum <= 1 {
+        if self.devices.len() <= 1 && accum <= 1 {
             return towers_apart(self.loss, model, images, tokens, step);
         }
-        let bias = model.logit_bias.as_ref().map(|b| b.val());
-        let scale = model.logit_scale.val();
-        let [b, ..] = images.dims();
-        if b % accum != 0 {
-            return Err(TrainError::invalid(
-                "train.accum_freq",
-                format!("a batch of {b} does not split into {accum} equal micro-batches"),
-            ));
-        }
-        let image_chunks = images.chunk(accum, 0);
-        let token_chunks = tokens.chunk(accum, 0);
-        let mut cached_images: Vec<Tensor<2>> = Vec::with_capacity(accum);
-        let mut cached_texts: Vec<Tensor<2>> = Vec::with_capacity(accum);
-        for (im, tok) in image_chunks.iter().zip(&token_chunks) {
-            let (image, text) = encode_apart(model, im.clone(), tok.clone());
-            cached_images.push(image.detach());
-            cached_texts.push(text.detach());
-        }
-        let mut accumulator = GradientsAccumulator::<ClipModel>::new();
-        let mut value = f64::NAN;
-        for (j, (im, tok)) in image_chunks.into_iter().zip(token_chunks).enumerate() {
-            let live = encode_apart(model, im, tok);
-            let (block_value, grads) = backward_apart(model, live, |image, text| {
-                block_loss(
-                    self.loss,
-                    cached_images.clone(),
-                    cached_texts.clone(),
-                    j,
-                    (image, text),
-                    (scale.clone(), bias.clone()),
-                    step,
-                )
-            })?;
-            if j == 0 {
-                value = block_value;
-            }
-            let Some(grads) = grads else {
-                return Ok((block_value, None));
-            };
-            accumulator.accumulate(model, grads);
-        }
-        Ok((value, Some(accumulator.grads())))
+        // Accumulation on one device is the data-parallel feature cache with one rank.
+        let here = [images.device()];
+        let devices = if self.devices.is_empty() {
+            &here[..]
+        } else {
+            &self.devices[..]
+        };
+        crate::parallel::gradients(self.loss, model, images, tokens, devices, accum, step)
     }
 }
 
@@ -240,7 +198,7 @@ fn towers_apart(
 }
 
 /// Both towers' features, each tower on a thread of its own (see [`towers_apart`]).
-fn encode_apart(
+pub(crate) fn encode_apart(
     model: &ClipModel,
     images: Tensor<4>,
     tokens: Tensor<2, Int>,
@@ -259,7 +217,7 @@ fn encode_apart(
 /// gradients of every parameter: the loss's own (`logit_scale`, `logit_bias`) from its
 /// backward, each tower's from its features' gradient, back-propagated on a thread per tower
 /// (see [`towers_apart`]). `None` when the loss is not finite.
-fn backward_apart(
+pub(crate) fn backward_apart(
     model: &ClipModel,
     features: (Tensor<2>, Tensor<2>),
     loss_on: impl FnOnce(Tensor<2>, Tensor<2>) -> Result<Tensor<1>, TrainError>,
