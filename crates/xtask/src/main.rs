@@ -13,40 +13,31 @@ type Step = (
     Option<fn() -> Option<String>>,
 );
 
-/// The steps, cheapest first.
-const STEPS: &[Step] = &[
-    ("format", &["fmt", "--all", "--", "--check"], &[], None),
-    (
-        "clippy",
+/// `cargo clippy` with warnings denied, then the selection arguments.
+macro_rules! clippy {
+    ($($selection:literal),+) => {
         &[
             "clippy",
-            "--workspace",
+            $($selection,)+
             "--all-targets",
             "--locked",
             "--",
             "-D",
             "warnings",
-        ],
-        &[],
-        None,
-    ),
+        ]
+    };
+}
+
+/// The steps, cheapest first.
+const STEPS: &[Step] = &[
+    ("format", &["fmt", "--all", "--", "--check"], &[], None),
+    ("clippy", clippy!("--workspace"), &[], None),
     ("tests", &["test", "--workspace", "--locked"], &[], None),
     // The GPU backend that builds anywhere (no GPU or driver needed to compile), so it cannot
     // break unnoticed.
     (
         "wgpu",
-        &[
-            "clippy",
-            "--package",
-            "duet-cli",
-            "--features",
-            "wgpu",
-            "--all-targets",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ],
+        clippy!("--package", "duet-cli", "--features", "wgpu"),
         &[],
         None,
     ),
@@ -54,18 +45,7 @@ const STEPS: &[Step] = &[
     // from PyPI (~400 MB); where it is installed, the build is checked like wgpu's.
     (
         "cuda",
-        &[
-            "clippy",
-            "--package",
-            "duet-cli",
-            "--features",
-            "cuda",
-            "--all-targets",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ],
+        clippy!("--package", "duet-cli", "--features", "cuda"),
         &[],
         Some(cuda_llvm_missing),
     ),
@@ -80,11 +60,14 @@ const STEPS: &[Step] = &[
 /// Why the `cuda` step cannot run: the LLVM tree cubecl-llvm links (and would otherwise try to
 /// download, which fails offline) is not installed where its build script looks.
 fn cuda_llvm_missing() -> Option<String> {
-    let data = std::env::var_os("XDG_DATA_HOME")
+    let Some(data) = std::env::var_os("XDG_DATA_HOME")
         .map(std::path::PathBuf::from)
         .or_else(|| {
             std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/share"))
-        })?;
+        })
+    else {
+        return Some("neither XDG_DATA_HOME nor HOME is set, so its LLVM cannot be found".into());
+    };
     let tree = data.join("tracel/tracel-llvm-23.1.0-4");
     if tree.join(".tracel-llvm-installed").is_file() {
         None
