@@ -149,7 +149,7 @@ impl Stepper {
     /// duet keeps them live in the first pass only, which gives the full-batch gradient.
     ///
     /// That is the data-parallel step's feature cache with one rank ([`crate::parallel`]), so
-    /// both run through it; one micro-batch on one device is [`towers_apart`].
+    /// both run through it; one micro-batch on one device runs its two towers on a thread each.
     pub fn gradients(
         &self,
         model: &ClipModel,
