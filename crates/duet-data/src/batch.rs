@@ -3,7 +3,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::DataError;
-use crate::pipeline::Batch;
+use crate::pipeline::{Batch, SlotBatch};
 
 /// Stacks `[3, image_size, image_size]` CHW buffers (from
 /// [`EvalTransform::apply`](crate::EvalTransform::apply)) into a `[B, 3, image_size, image_size]`
@@ -45,6 +45,24 @@ impl Batch {
         let ids: Vec<i64> = self.tokens.iter().map(|&id| i64::from(id)).collect();
         let shape = [self.len(), self.context_length];
         Tensor::from_data(TensorData::new(ids, shape), device)
+    }
+}
+
+impl SlotBatch {
+    /// Every part's images, in slot order, as one `[B, 3, image_size, image_size]` tensor.
+    pub fn images_tensor(&self, device: &Device) -> Tensor<4> {
+        match self.parts.as_slice() {
+            [one] => one.images_tensor(device),
+            parts => Tensor::cat(parts.iter().map(|p| p.images_tensor(device)).collect(), 0),
+        }
+    }
+
+    /// Every part's token ids, in slot order, as one `[B, context_length]` tensor.
+    pub fn tokens_tensor(&self, device: &Device) -> Tensor<2, Int> {
+        match self.parts.as_slice() {
+            [one] => one.tokens_tensor(device),
+            parts => Tensor::cat(parts.iter().map(|p| p.tokens_tensor(device)).collect(), 0),
+        }
     }
 }
 

@@ -142,6 +142,13 @@ pub enum DataError {
         skipped: crate::SkipCounts,
     },
 
+    /// The data slots do not fit the shards, the ranks or the cursors.
+    #[error("data slots: {reason}")]
+    Slots {
+        /// What does not fit, with the numbers.
+        reason: String,
+    },
+
     /// A shard's format cannot be told from its name.
     #[error(
         "{url}: unknown shard format; name shards .tar, .parquet, .csv or .tsv, or set the format"

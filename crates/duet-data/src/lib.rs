@@ -33,7 +33,8 @@ pub use error::DataError;
 pub use image::RgbImage;
 pub use normalize::{Normalize, OPENAI_MEAN, OPENAI_STD, Pixels};
 pub use pipeline::{
-    Batch, Loader, LoaderConfig, LoaderCursor, LoaderSource, Sampling, WeightedShard,
+    Batch, Loader, LoaderConfig, LoaderCursor, LoaderSource, Sampling, SlotBatch, SlotLoader,
+    WeightedShard, owned_slots,
 };
 pub use reader::{AutoReader, ReadEvent, ShardFormat, ShardReader};
 pub use sample::{FieldSelector, RawSample, SampleRef, Selected, TextField};

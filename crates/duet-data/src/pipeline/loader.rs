@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::plan::{EpochPlan, Sampling, WeightedShard};
+use super::plan::{EpochPlan, Sampling, WeightedShard, rank_seed};
 use super::process::{Processed, Processor, Sample};
 use super::sequencer::{Sequencer, SequencerConfig, SequencerState};
 use crate::reader::ShardReader;
@@ -257,7 +257,7 @@ impl Loader {
             decode: config.decode,
             transform: config.transform.init()?,
             tokenizer,
-            seed: config.seed,
+            seed: rank_seed(config.seed, config.rank),
         };
         let threads = config.decode_threads;
         let pool = rayon::ThreadPoolBuilder::new()
@@ -386,7 +386,7 @@ impl Producer {
     fn sequencer_config(&self) -> SequencerConfig {
         let shards = self.source.shards.len() as u64;
         SequencerConfig {
-            seed: self.config.seed,
+            seed: rank_seed(self.config.seed, self.config.rank),
             shuffle_buffer: self.config.shuffle_buffer,
             reader_queue: 64,
             max_empty_shards: (8 * shards).max(64),

@@ -68,6 +68,20 @@ pub(crate) mod stream {
     pub const AUGMENT: u64 = 4;
 }
 
+/// The seed of rank `rank`'s own random streams (shuffle buffer, train crops): `seed` itself for
+/// rank 0, so a world of one keeps the streams it always had; a distinct seed for every other
+/// rank, so two ranks (data slots) never shuffle or crop in lockstep. The shard permutation of
+/// an exact epoch is shared by all ranks and keeps `seed`.
+pub(crate) fn rank_seed(seed: u64, rank: usize) -> u64 {
+    if rank == 0 {
+        seed
+    } else {
+        seed ^ (rank as u64)
+            .wrapping_mul(0xD1B5_4A32_D192_ED03)
+            .rotate_left(29)
+    }
+}
+
 /// A ChaCha8 generator for `(seed, epoch, stream)`: each purpose gets its own stream, each
 /// epoch its own key, so no draw depends on how many draws another purpose made.
 pub(crate) fn rng(seed: u64, epoch: u64, stream: u64) -> ChaCha8Rng {
