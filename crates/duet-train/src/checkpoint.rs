@@ -5,7 +5,8 @@
 //!   model.safetensors, duet_model.json   the weights, in duet's model layout (`duet export` reads it)
 //!   param_ids.json                        parameter path -> burn ParamId
 //!   optimizer.bpk                         AdamW state (burn's burnpack record, keyed by ParamId)
-//!   state.json                            format version, step, loader cursor, resolved config
+//!   state.json                            format version, step, every data slot's loader cursor,
+//!                                         resolved config, devices and processes
 //!   manifest.json                         size and CRC-32 of every file above
 //! checkpoints/latest                      the name of the newest complete checkpoint
 //! ```
@@ -14,6 +15,11 @@
 //! then `latest` is replaced through a temp file and a rename: a crash leaves either the old
 //! `latest` or the new one, never a pointer to a partial checkpoint. Loading verifies the manifest
 //! and falls back to the previous checkpoint when the newest is damaged.
+//!
+//! In a job of several processes, rank 0 alone writes, the whole checkpoint: the model and the
+//! optimizer are replicated on every rank, and every rank's data-slot cursors are gathered to
+//! rank 0 before it writes. So a checkpoint holds every rank's part exactly when `latest` can
+//! name it, and a rank killed during the write leaves nothing `resume` would trust.
 //!
 //! burn keys optimizer state by `ParamId`, and a model rebuilt from safetensors gets fresh ids;
 //! `param_ids.json` gives the rebuilt parameters their old ids back, so the saved AdamW moments
@@ -44,14 +50,41 @@ pub struct TrainState {
     pub format_version: u32,
     /// Steps completed.
     pub step: u64,
-    /// The loader cursor after the last batch trained on.
-    pub cursor: LoaderCursor,
+    /// Every data slot's loader cursor after the last batch trained on, in slot order (one per
+    /// slot, whichever process read it).
+    #[serde(default)]
+    pub cursors: Vec<LoaderCursor>,
+    /// The one cursor of a checkpoint written before data slots (read, never written).
+    #[serde(default, skip_serializing)]
+    pub cursor: Option<LoaderCursor>,
     /// The resolved train config.
     pub config: TrainConfig,
-    /// Data-parallel devices the run used (the global batch is `batch_size × accum_freq ×
-    /// devices`); absent in checkpoints written before data parallelism: 1.
+    /// Data-parallel devices per process (the global batch is `batch_size × accum_freq ×
+    /// devices × processes`); absent in checkpoints written before data parallelism: 1.
     #[serde(default = "crate::config::one")]
     pub devices: usize,
+    /// Processes of the job; absent in checkpoints written before multi-process training: 1.
+    #[serde(default = "crate::config::one")]
+    pub processes: usize,
+}
+
+impl TrainState {
+    /// Every data slot's cursor, in slot order (an older checkpoint's single cursor is its one
+    /// slot's).
+    pub fn slot_cursors(&self) -> Vec<LoaderCursor> {
+        if self.cursors.is_empty() {
+            self.cursor.iter().cloned().collect()
+        } else {
+            self.cursors.clone()
+        }
+    }
+
+    /// The global batch of the run that wrote this checkpoint.
+    pub fn global_batch(&self) -> usize {
+        self.config
+            .train
+            .global_batch(self.devices * self.processes)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -362,6 +395,7 @@ impl ModuleMapper for AssignIds {
 #[cfg(test)]
 mod tests {
     use burn::tensor::{Distribution, Int, TensorData};
+    use duet_dist::Solo;
     use duet_loss::Loss;
 
     use super::*;
@@ -397,7 +431,7 @@ batch_size = 4
         let mut model = model;
         for step in 0..2 {
             model = stepper
-                .step(model, images.clone(), tokens.clone(), 1, 1e-3, step)
+                .step(model, images.clone(), tokens.clone(), 1, 1e-3, step, &Solo)
                 .expect("step")
                 .0;
         }
@@ -415,9 +449,11 @@ batch_size = 4
         let state = TrainState {
             format_version: CHECKPOINT_FORMAT_VERSION,
             step: 2,
-            cursor,
+            cursors: vec![cursor],
+            cursor: None,
             config: config.clone(),
             devices: 1,
+            processes: 1,
         };
         let saved = save(dir.path(), &model, &clip, stepper.optimizer(), &state, 2).expect("save");
         let restored = load(&saved, &device).expect("load");
@@ -430,10 +466,10 @@ batch_size = 4
         let record = restored.optimizer;
         resumed.set_optimizer(resumed.optimizer().clone().load_record(record));
         let (a, ra) = stepper
-            .step(model, images.clone(), tokens.clone(), 1, 1e-3, 2)
+            .step(model, images.clone(), tokens.clone(), 1, 1e-3, 2, &Solo)
             .expect("a");
         let (b, rb) = resumed
-            .step(restored.model, images, tokens, 1, 1e-3, 2)
+            .step(restored.model, images, tokens, 1, 1e-3, 2, &Solo)
             .expect("b");
         assert_eq!(ra.loss.to_bits(), rb.loss.to_bits(), "loss before the step");
         assert_eq!(ra.grad_norm, rb.grad_norm, "grad norms");

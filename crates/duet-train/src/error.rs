@@ -99,6 +99,25 @@ pub enum TrainError {
         source: duet_eval::EvalError,
     },
 
+    /// A collective with the other processes of the job failed (a peer left, timed out, or the
+    /// engine failed); `rank` is this process's.
+    #[error("rank {rank}: {what}: {source}")]
+    Collective {
+        /// This process's rank.
+        rank: usize,
+        /// What the collective was for (`gradients`, `features`, `checkpoint cursors`, …).
+        what: &'static str,
+        /// The engine's error.
+        source: duet_dist::CommError,
+    },
+
+    /// The processes of a job disagree (config, checkpoint, data) where they must agree.
+    #[error("ranks disagree: {message}")]
+    RanksDisagree {
+        /// Which ranks, and on what.
+        message: String,
+    },
+
     /// A checkpoint could not be written or read.
     #[error("checkpoint {path}: {message}")]
     Checkpoint {

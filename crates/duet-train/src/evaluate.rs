@@ -3,15 +3,90 @@
 
 use burn::module::Module;
 use burn::tensor::Device;
-use duet_data::{FieldSelector, TextField};
+use duet_data::FieldSelector;
 use duet_eval::{
     ClassData, EvalError, PairSource, RetrievalMetrics, ZeroShotMetrics, evaluate_retrieval,
     evaluate_zero_shot, load_templates, read_class_names,
 };
 use duet_model::{ClipConfig, ClipModel};
 
-use crate::config::ZeroShotSet;
-use crate::{TrainConfig, TrainError};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+
+/// `[eval]`: held-out sets evaluated every `every_steps` steps and at the end of the run.
+///
+/// ```toml
+/// [eval]
+/// every_steps = 100
+/// [[eval.retrieval]]
+/// name = "val"
+/// data = "datasets/sample/val/00000.tar"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Evaluate every this many steps; 0 evaluates only at the end.
+    pub every_steps: u64,
+    /// Pairs per forward pass.
+    pub batch_size: usize,
+    /// Image–text retrieval sets (OpenCLIP `--val-data`).
+    pub retrieval: Vec<RetrievalSet>,
+    /// Zero-shot classification sets (OpenCLIP `--imagenet-val`, generalised).
+    pub zero_shot: Vec<ZeroShotSet>,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            every_steps: 0,
+            batch_size: 256,
+            retrieval: Vec::new(),
+            zero_shot: Vec::new(),
+        }
+    }
+}
+
+/// One `[[eval.zero_shot]]` set: metrics `<name>/top1`, `<name>/top5`, `<name>/mean_per_class`.
+///
+/// ```toml
+/// [[eval.zero_shot]]
+/// name = "fmnist"
+/// dataset = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+/// classes = "datasets/fashion-mnist/classes.txt"
+/// templates = "cifar"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZeroShotSet {
+    /// Names the metrics; letters, digits, `_` and `-`.
+    pub name: String,
+    /// An image folder, an IDX images file, or shards with `.cls` (as `duet eval zero-shot`).
+    pub dataset: String,
+    /// Class names, one per line in label order; a folder's sub-folders when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<PathBuf>,
+    /// A built-in template list (`openai_imagenet`, `simple_imagenet`, `cifar`, `photo`) or a
+    /// file with one `{}` template per line.
+    #[serde(default = "default_templates")]
+    pub templates: String,
+}
+
+fn default_templates() -> String {
+    "openai_imagenet".into()
+}
+
+/// One `[[eval.retrieval]]` set: its metrics are logged as `<name>/i2t_r1`, ….
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievalSet {
+    /// Names the metrics; letters, digits, `_` and `-`.
+    pub name: String,
+    /// Shard spec of image–caption pairs (read with `data.image_keys` / `data.text_key`).
+    pub data: String,
+}
 
 /// What a set measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,25 +135,20 @@ pub fn load_classes(set: &ZeroShotSet) -> Result<Vec<String>, EvalError> {
         })
 }
 
-/// Evaluates `model` (on an autodiff `device`) on every configured set.
+/// Evaluates `model` (on an autodiff `device`) on every set of `eval`, reading retrieval
+/// pairs through `fields` (the training data's image and caption fields).
 pub fn evaluate(
     model: &ClipModel,
     clip: &ClipConfig,
-    config: &TrainConfig,
+    eval: &EvalConfig,
+    fields: &FieldSelector,
     device: &Device,
 ) -> Result<Vec<EvalResult>, TrainError> {
-    let eval = &config.eval;
     if eval.retrieval.is_empty() && eval.zero_shot.is_empty() {
         return Ok(Vec::new());
     }
     let inference = model.valid();
     let plain = device.clone().without_autodiff();
-    let fields = FieldSelector {
-        image: config.data.image_keys.clone(),
-        text: TextField::Field {
-            name: config.data.text_key.clone(),
-        },
-    };
     let mut results = Vec::new();
     for set in &eval.retrieval {
         let failed = |source| TrainError::Eval {

@@ -1,26 +1,38 @@
 //! duet's trainer: the train config ([`TrainConfig`], TOML, checked whole before any work), the
 //! learning-rate schedules ([`ScheduleConfig`]), AdamW with OpenCLIP's no-decay group and
-//! global-norm clipping ([`optim`]), locked towers ([`lock`]), the step with contrastive
-//! gradient accumulation ([`Stepper`]) and data parallelism over devices ([`parallel`]), checkpoints ([`checkpoint`]) and the run loop ([`run`]).
+//! global-norm clipping ([`optim`]), locked towers ([`lock`]), the step ([`Stepper`]) with
+//! contrastive gradient accumulation and data parallelism over devices and processes (through a
+//! [`duet_dist::Collective`]), checkpoints ([`checkpoint`]) and the run loop ([`run()`]).
+//!
+//! Modules and their arrows, one way: `run` → `start`, `step`, `evaluate`, `metrics`,
+//! `checkpoint`; `step` → `parallel` → `towers`, `sync`; `config` → `evaluate` (its sets'
+//! types), `lock`, `schedule`.
 
 pub mod checkpoint;
 mod config;
 mod error;
 mod evaluate;
 pub mod lock;
+mod metrics;
 pub mod optim;
-pub mod parallel;
+mod parallel;
 mod run;
 mod schedule;
+mod start;
 mod step;
+mod sync;
+mod towers;
 
 pub use config::{
-    CheckpointConfig, DataSection, EvalConfig, FINETUNE_DEFAULT_LR, LogConfig, ModelSection,
-    NonFinite, OptimizerConfig, RetrievalSet, TrainConfig, TrainSection, ZeroShotSet,
+    CheckpointConfig, DataSection, FINETUNE_DEFAULT_LR, LogConfig, ModelSection, NonFinite,
+    OptimizerConfig, TrainConfig, TrainSection,
 };
 pub use error::TrainError;
-pub use evaluate::{EvalMetrics, EvalResult, evaluate, metrics_row};
+pub use evaluate::{
+    EvalConfig, EvalMetrics, EvalResult, RetrievalSet, ZeroShotSet, evaluate, metrics_row,
+};
 pub use lock::LockConfig;
-pub use run::{Control, MetricsRow, Progress, ProgressFn, RunSummary, Start, loader_config, run};
+pub use metrics::MetricsRow;
+pub use run::{Control, Progress, ProgressFn, RunSummary, Start, loader_config, run};
 pub use schedule::ScheduleConfig;
 pub use step::{MAX_LOGIT_SCALE, StepReport, Stepper};

@@ -1,29 +1,28 @@
-//! A training run: the loader feeding the [`Stepper`], metrics to `metrics.jsonl`, checkpoints
-//! every `checkpoint.every_steps` and at the end, and resuming from the newest good checkpoint.
+//! A training run, in four phases: start (the model, the optimizer and the data, fresh or from
+//! the newest good checkpoint: [`crate::start`]), steps, after each step its log, evaluation
+//! and checkpoint, and the finish.
 //!
-//! Run directory: `config.toml` (the resolved config), `metrics.jsonl` (one object per logged
-//! step: [`MetricsRow`]s, and evaluation rows `{"step", "<set>/<metric>", …}`), `checkpoints/`
-//! (see [`crate::checkpoint`]).
+//! Run directory: `config.toml` (the resolved config), `metrics.jsonl` ([`crate::metrics`]),
+//! `checkpoints/` (see [`crate::checkpoint`]). In a job of several processes every process runs
+//! this loop on its own data slots, the steps' collectives keep them in lockstep, and rank 0
+//! alone writes to the run directory and evaluates.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::tensor::Device;
-use duet_data::{
-    ClipTokenizer, FieldSelector, ImageTransformConfig, Loader, LoaderConfig, LoaderSource,
-    Normalize, TextField, TrainTransformConfig, parse_spec,
-};
-use duet_model::ClipConfig;
-use serde::Serialize;
+use duet_data::{ClipTokenizer, LoaderConfig, LoaderCursor, LoaderSource, SlotLoader, parse_spec};
+use duet_dist::{Collective, Metered};
+use duet_model::{ClipConfig, ClipModel};
 
-use crate::checkpoint::resolve_model_dir;
-use crate::checkpoint::{self, CHECKPOINT_FORMAT_VERSION, TrainState, bad, io};
+use crate::checkpoint::{self, CHECKPOINT_FORMAT_VERSION, TrainState};
 use crate::evaluate::{EvalResult, evaluate, metrics_row};
-use crate::{Stepper, TrainConfig, TrainError, lock};
+use crate::metrics::{MetricsRow, append_metrics};
+use crate::start::{Layout, Started, agree};
+use crate::sync::{comm_error, fingerprint};
+use crate::{StepReport, Stepper, TrainConfig, TrainError};
 
 /// How a run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,26 +31,6 @@ pub enum Start {
     Fresh,
     /// From the newest good checkpoint in the run directory.
     Resume,
-}
-
-/// One `metrics.jsonl` row.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct MetricsRow {
-    /// Steps completed (1-based: the row of the first step has `step = 1`).
-    pub step: u64,
-    /// The step's loss.
-    pub loss: f64,
-    /// The step's learning rate.
-    pub lr: f64,
-    /// `logit_scale` after the step.
-    pub logit_scale: f64,
-    /// Global gradient norm before clipping, when clipping is on.
-    pub grad_norm: Option<f64>,
-    /// Samples per second over the logging window (OpenCLIP's `samples_per_second`).
-    pub samples_per_sec: f64,
-    /// The same per data-parallel device (OpenCLIP's `samples_per_second_per_gpu`).
-    #[serde(default)]
-    pub samples_per_sec_per_device: f64,
 }
 
 /// What a run did.
@@ -69,39 +48,28 @@ pub struct RunSummary {
     pub last_checkpoint: Option<PathBuf>,
     /// Whether the run stopped early on [`Control::interrupt`] (after checkpointing).
     pub interrupted: bool,
-    /// The last evaluation of the run (the end-of-run one when the run completed).
+    /// The last evaluation of the run (the end-of-run one when the run completed); rank 0 only.
     pub eval: Vec<EvalResult>,
 }
 
-/// The loader settings a train config implies for `clip`'s input size and statistics, on
-/// `devices` data-parallel devices.
-pub fn loader_config(config: &TrainConfig, clip: &ClipConfig, devices: usize) -> LoaderConfig {
+/// The loader settings of one data slot: `per_slot` samples a step, the train transform for
+/// `clip`'s input size and statistics.
+pub fn loader_config(config: &TrainConfig, clip: &ClipConfig, per_slot: usize) -> LoaderConfig {
     let data = &config.data;
-    let transform = ImageTransformConfig::Train(TrainTransformConfig {
+    let transform = duet_data::ImageTransformConfig::Train(duet_data::TrainTransformConfig {
         image_size: clip.vision.image_size as u32,
-        normalize: Normalize {
+        normalize: duet_data::Normalize {
             mean: clip.vision.image_mean,
             std: clip.vision.image_std,
         },
-        ..TrainTransformConfig::default()
+        ..duet_data::TrainTransformConfig::default()
     });
     let mut loader = LoaderConfig {
         sampling: data.sampling,
         shuffle_buffer: data.shuffle_buffer,
         readers: data.readers,
-        fields: FieldSelector {
-            image: data.image_keys.clone(),
-            text: TextField::Field {
-                name: data.text_key.clone(),
-            },
-        },
-        // A step takes `accum_freq` micro-batches of `batch_size` per device (OpenCLIP
-        // `--accum-freq`, and `--batch-size` per GPU): the global batch.
-        ..LoaderConfig::train(
-            config.train.global_batch(devices),
-            config.train.seed,
-            transform,
-        )
+        fields: data.fields(),
+        ..LoaderConfig::train(per_slot, config.train.seed, transform)
     };
     if data.decode_threads > 0 {
         loader.decode_threads = data.decode_threads;
@@ -124,7 +92,7 @@ pub struct Progress {
     pub loss: f64,
     /// This step's learning rate.
     pub lr: f64,
-    /// Samples per second over this step.
+    /// Samples per second over this step, over every process.
     pub samples_per_sec: f64,
 }
 
@@ -137,6 +105,7 @@ pub struct Control {
     /// End before this step without a checkpoint, as a crash would (tests).
     pub stop_before: Option<u64>,
     /// Set (e.g. by a SIGINT/SIGTERM handler) to checkpoint after the current step and return.
+    /// In a job of several processes, one rank's flag stops every rank after the same step.
     pub interrupt: Option<Arc<AtomicBool>>,
     /// Called after every step (a progress bar).
     pub progress: Option<ProgressFn>,
@@ -152,273 +121,357 @@ impl std::fmt::Debug for Control {
     }
 }
 
-/// Runs (or resumes) `config` in `run_dir` on `devices` (autodiff devices): data-parallel when
-/// there are several (see [`crate::parallel`]), the model, optimizer and evaluation on the first.
+/// Runs (or resumes) `config` in `run_dir` on `devices` (autodiff devices), as one process of
+/// `comm`'s job: data-parallel over the devices and the processes (see [`crate::parallel`]),
+/// the model, optimizer and evaluation on the first device.
 pub fn run(
     config: &TrainConfig,
     run_dir: &Path,
     devices: &[Device],
     start: Start,
     control: &Control,
+    comm: &dyn Collective,
 ) -> Result<RunSummary, TrainError> {
-    let Some(device) = devices.first() else {
-        return Err(TrainError::invalid("devices", "no device given"));
-    };
-    let checkpoints = run_dir.join("checkpoints");
-    let metrics_path = run_dir.join("metrics.jsonl");
-    let clip;
-    let mut stepper;
-    let mut model;
-    let cursor;
-    let started_at;
-    let mut skipped_checkpoints = Vec::new();
-    match start {
-        Start::Fresh => {
-            if !checkpoint::list(&checkpoints)?.is_empty() {
-                return Err(TrainError::invalid(
-                    "run_dir",
-                    format!(
-                        "{} already holds checkpoints; resume it or choose another run directory",
-                        run_dir.display()
-                    ),
-                ));
-            }
-            std::fs::create_dir_all(run_dir).map_err(|e| io(run_dir, e))?;
-            let resolved = toml::to_string(config)
-                .map_err(|e| bad(&run_dir.join("config.toml"), e.to_string()))?;
-            std::fs::write(run_dir.join("config.toml"), resolved)
-                .map_err(|e| io(&run_dir.join("config.toml"), e))?;
-            std::fs::write(&metrics_path, "").map_err(|e| io(&metrics_path, e))?;
-            clip = config.clip_config()?;
-            model = match &config.model.from {
-                Some(from) => pretrained(from, device)?,
-                None => seeded_init(&clip, device, config.train.seed)?,
-            };
-            model = lock::apply(model, &config.lock);
-            stepper = Stepper::new(
-                config.loss,
-                &config.optimizer,
-                config.train.on_nonfinite,
-                &model,
-            );
-            cursor = None;
-            started_at = 0;
-        }
-        Start::Resume => {
-            let (restored, skipped) = checkpoint::load_latest(&checkpoints, device)?;
-            skipped_checkpoints = skipped;
-            clip = restored.clip;
-            config.validate_lock(&clip)?;
-            model = lock::apply(restored.model, &config.lock);
-            stepper = Stepper::new(
-                config.loss,
-                &config.optimizer,
-                config.train.on_nonfinite,
-                &model,
-            );
-            let optimizer = stepper.optimizer().clone().load_record(restored.optimizer);
-            stepper.set_optimizer(optimizer);
-            started_at = restored.state.step;
-            if restored.state.devices != devices.len() {
-                tracing::warn!(
-                    "this run trained on {} device(s) and resumes on {}: the global batch \
-                     changes from {} to {}",
-                    restored.state.devices,
-                    devices.len(),
-                    config.train.global_batch(restored.state.devices),
-                    config.train.global_batch(devices.len()),
-                );
-            }
-            cursor = Some(restored.state.cursor);
-            truncate_metrics(&metrics_path, started_at)?;
-        }
-    }
-
-    let spec =
-        parse_spec(&config.data.train, config.data.upsampling.as_deref()).map_err(data_error)?;
-    let source = LoaderSource::from_spec(&spec).map_err(data_error)?;
-    let tokenizer = ClipTokenizer::for_context(clip.text.context_length).map_err(data_error)?;
-    let mut stepper = stepper.with_devices(devices);
-    let mut loader = Loader::start(
-        &loader_config(config, &clip, devices.len()),
-        source,
-        tokenizer,
-        cursor.as_ref(),
-    )
-    .map_err(data_error)?;
-
-    let total = config.train.steps;
-    let mut losses = Vec::new();
-    let mut last_checkpoint = None;
-    let mut window = (Instant::now(), 0usize);
-    let mut stopped_early = false;
-    let mut eval = Vec::new();
-    for step in started_at..total {
+    let comm = Metered::new(comm);
+    let started = crate::start::start(config, run_dir, devices, start, &comm)?;
+    let mut trainer = Trainer::new(config, run_dir, devices, started, &comm)?;
+    for step in trainer.started_at..config.train.steps {
         if control.stop_before == Some(step) {
             break;
         }
-        let batch = loader
-            .next()
-            .ok_or_else(|| TrainError::invalid("data.train", "the loader ended early"))?
-            .map_err(data_error)?;
-        let images = batch.images_tensor(device);
-        let tokens = batch.tokens_tensor(device);
-        let samples = batch.len();
-        let batch_cursor = batch.cursor;
-        loader.recycle(batch.images);
-        let lr = config.schedule.lr(config.optimizer.lr, step, total);
-        let step_started = Instant::now();
-        let (next, report) =
-            stepper.step(model, images, tokens, config.train.accum_freq, lr, step)?;
-        if let Some(progress) = &control.progress {
-            progress(&Progress {
-                done: step + 1,
-                total,
-                loss: report.loss,
-                lr,
-                samples_per_sec: samples as f64 / step_started.elapsed().as_secs_f64().max(1e-9),
-            });
-        }
-        model = next;
-        losses.push(report.loss);
-        window.1 += samples;
-        let done = step + 1;
-        if done % config.log.every_steps == 0 || done == total {
-            let seconds = window.0.elapsed().as_secs_f64().max(1e-9);
-            append_metrics(
-                &metrics_path,
-                &MetricsRow {
-                    step: done,
-                    loss: report.loss,
-                    lr,
-                    logit_scale: report.logit_scale,
-                    grad_norm: report.grad_norm,
-                    samples_per_sec: window.1 as f64 / seconds,
-                    samples_per_sec_per_device: window.1 as f64 / seconds / devices.len() as f64,
-                },
-            )?;
-            window = (Instant::now(), 0);
-        }
-        let interrupted = control
-            .interrupt
-            .as_ref()
-            .is_some_and(|flag| flag.load(Ordering::SeqCst));
-        // Before the checkpoint of the same step, so a run resumed from that checkpoint has the
-        // row; not on an interrupt (preemption wants a quick exit).
-        let every = config.eval.every_steps;
-        if !interrupted && (done == total || (every > 0 && done % every == 0)) {
-            eval = evaluate(&model, &clip, config, device)?;
-            if !eval.is_empty() {
-                append_metrics(&metrics_path, &metrics_row(done, &eval))?;
-                window = (Instant::now(), 0);
-            }
-        }
-        if done % config.checkpoint.every_steps == 0 || done == total || interrupted {
-            let state = TrainState {
-                format_version: CHECKPOINT_FORMAT_VERSION,
-                step: done,
-                cursor: batch_cursor,
-                config: config.clone(),
-                devices: devices.len(),
-            };
-            last_checkpoint = Some(checkpoint::save(
-                &checkpoints,
-                &model,
-                &clip,
-                stepper.optimizer(),
-                &state,
-                config.checkpoint.keep_last,
-            )?);
-        }
-        if interrupted {
-            stopped_early = true;
+        let report = trainer.step(step, control)?;
+        if trainer.after_step(step + 1, &report, control)? {
             break;
         }
     }
-    Ok(RunSummary {
-        started_at,
-        steps: started_at + losses.len() as u64,
-        losses,
-        skipped_checkpoints,
-        last_checkpoint,
-        interrupted: stopped_early,
-        eval,
-    })
+    Ok(trainer.finish())
 }
 
-/// burn's seed is process-wide on the CPU backend: two runs initialising at once (tests, or a
-/// library user) would interleave their draws. Seeding and initialising under one lock keeps a
-/// seeded init reproducible.
-static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn seeded_init(
-    clip: &ClipConfig,
-    device: &Device,
-    seed: u64,
-) -> Result<duet_model::ClipModel, TrainError> {
-    let _guard = INIT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    device.seed(seed);
-    let model = clip.init(device).map_err(|source| TrainError::Model {
-        key: "model.config".into(),
-        source,
-    })?;
-    // burn initialises parameters lazily, at first use: draw them all now, under the lock.
-    materialize(&model);
-    Ok(model)
+/// A run between its start and its finish.
+struct Trainer<'a> {
+    config: &'a TrainConfig,
+    run_dir: &'a Path,
+    devices: &'a [Device],
+    comm: &'a Metered<&'a dyn Collective>,
+    clip: ClipConfig,
+    /// `None` only while a step has it.
+    model: Option<ClipModel>,
+    stepper: Stepper,
+    layout: Layout,
+    loader: SlotLoader,
+    started_at: u64,
+    skipped_checkpoints: Vec<String>,
+    /// This process's slots' cursors after the last batch trained on.
+    cursors: Vec<LoaderCursor>,
+    losses: Vec<f64>,
+    /// Start of the logging window, and the samples and steps in it.
+    window: (Instant, usize, u64),
+    last_checkpoint: Option<PathBuf>,
+    eval: Vec<EvalResult>,
+    interrupted: bool,
 }
 
-/// Draws every parameter of `model` that burn has not initialised yet, in module order (a
-/// no-op for one already drawn).
-pub(crate) fn materialize(model: &duet_model::ClipModel) {
-    model.visit(&mut Materialize);
-}
-
-/// The pretrained model at `from` (a model directory, checkpoint or run directory).
-fn pretrained(from: &Path, device: &Device) -> Result<duet_model::ClipModel, TrainError> {
-    let dir = resolve_model_dir(from)?;
-    let loaded = duet_model::load_model(&dir, device).map_err(|source| TrainError::Model {
-        key: "model.from".into(),
-        source,
-    })?;
-    tracing::info!(from = %dir.display(), format = ?loaded.format, "loaded pretrained weights");
-    Ok(loaded.model)
-}
-
-struct Materialize;
-
-impl burn::module::ModuleVisitor for Materialize {
-    fn visit_float<const D: usize>(
-        &mut self,
-        param: &burn::module::Param<burn::tensor::Tensor<D>>,
-    ) {
-        drop(param.val());
-    }
-}
-
-fn append_metrics(path: &Path, row: &impl Serialize) -> Result<(), TrainError> {
-    let line = serde_json::to_string(row).map_err(|e| bad(path, e.to_string()))?;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| io(path, e))?;
-    writeln!(file, "{line}").map_err(|e| io(path, e))
-}
-
-/// Drops the rows a crashed run logged after the checkpoint it resumes from.
-fn truncate_metrics(path: &Path, step: u64) -> Result<(), TrainError> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .is_ok_and(|row| row["step"].as_u64().is_some_and(|s| s <= step))
+impl<'a> Trainer<'a> {
+    fn new(
+        config: &'a TrainConfig,
+        run_dir: &'a Path,
+        devices: &'a [Device],
+        started: Started,
+        comm: &'a Metered<&'a dyn Collective>,
+    ) -> Result<Self, TrainError> {
+        let Started {
+            clip,
+            model,
+            stepper,
+            layout,
+            cursors,
+            started_at,
+            skipped_checkpoints,
+        } = started;
+        let spec = parse_spec(&config.data.train, config.data.upsampling.as_deref())
+            .map_err(data_error)?;
+        let source = LoaderSource::from_spec(&spec).map_err(data_error)?;
+        let tokenizer = ClipTokenizer::for_context(clip.text.context_length).map_err(data_error)?;
+        let loader = SlotLoader::start(
+            &loader_config(config, &clip, layout.per_slot()),
+            layout.slots,
+            layout.owned.clone(),
+            source,
+            tokenizer,
+            cursors.as_deref(),
+        )
+        .map_err(data_error)?;
+        Ok(Self {
+            config,
+            run_dir,
+            devices,
+            comm,
+            clip,
+            model: Some(model),
+            stepper,
+            layout,
+            loader,
+            started_at,
+            skipped_checkpoints,
+            cursors: cursors.unwrap_or_default(),
+            losses: Vec::new(),
+            window: (Instant::now(), 0, 0),
+            last_checkpoint: None,
+            eval: Vec::new(),
+            interrupted: false,
         })
-        .map(|line| format!("{line}\n"))
-        .collect();
-    std::fs::write(path, kept).map_err(|e| io(path, e))
+    }
+
+    fn device(&self) -> &Device {
+        &self.devices[0]
+    }
+
+    fn is_root(&self) -> bool {
+        self.comm.rank() == 0
+    }
+
+    /// Phase 2: one optimizer step on the next batch of this process's slots.
+    fn step(&mut self, step: u64, control: &Control) -> Result<StepReport, TrainError> {
+        let batch = self
+            .loader
+            .next()
+            .ok_or_else(|| TrainError::invalid("data.train", "the loader ended early"))?
+            .map_err(data_error)?;
+        let images = batch.images_tensor(self.device());
+        let tokens = batch.tokens_tensor(self.device());
+        let samples = batch.len() * self.layout.processes;
+        self.cursors = batch.cursors();
+        for (part, batch) in batch.parts.into_iter().enumerate() {
+            self.loader.recycle(part, batch.images);
+        }
+        let config = &self.config;
+        let lr = config
+            .schedule
+            .lr(config.optimizer.lr, step, config.train.steps);
+        let started = Instant::now();
+        let model = self
+            .model
+            .take()
+            .ok_or_else(|| TrainError::invalid("run", "the model is missing"))?;
+        let (model, report) = self.stepper.step(
+            model,
+            images,
+            tokens,
+            config.train.accum_freq,
+            lr,
+            step,
+            self.comm,
+        )?;
+        self.model = Some(model);
+        if let Some(progress) = &control.progress {
+            progress(&Progress {
+                done: step + 1,
+                total: config.train.steps,
+                loss: report.loss,
+                lr,
+                samples_per_sec: samples as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            });
+        }
+        self.losses.push(report.loss);
+        self.window.1 += samples;
+        self.window.2 += 1;
+        Ok(report)
+    }
+
+    /// Phase 3: after step `done`, its metrics row, evaluation and checkpoint, as configured;
+    /// true when the run stops here (interrupted, after its checkpoint).
+    fn after_step(
+        &mut self,
+        done: u64,
+        report: &StepReport,
+        control: &Control,
+    ) -> Result<bool, TrainError> {
+        let config = self.config;
+        let total = config.train.steps;
+        if done.is_multiple_of(config.log.every_steps) || done == total {
+            self.log(done, report)?;
+        }
+        let interrupted = self.agree_on_interrupt(control)?;
+        // Before the checkpoint of the same step, so a run resumed from that checkpoint has the
+        // row; not on an interrupt (preemption wants a quick exit).
+        let every = config.eval.every_steps;
+        if !interrupted && (done == total || (every > 0 && done.is_multiple_of(every))) {
+            self.evaluate(done)?;
+        }
+        if done.is_multiple_of(config.checkpoint.every_steps) || done == total || interrupted {
+            self.checkpoint(done)?;
+        }
+        self.interrupted = interrupted;
+        Ok(interrupted)
+    }
+
+    /// One rank's SIGINT/SIGTERM stops every rank after the same step.
+    fn agree_on_interrupt(&self, control: &Control) -> Result<bool, TrainError> {
+        let mine = control
+            .interrupt
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::SeqCst));
+        if self.comm.world() == 1 {
+            return Ok(mine);
+        }
+        let any = self
+            .comm
+            .all_reduce_max(u64::from(mine))
+            .map_err(comm_error(self.comm, "interrupt"))?;
+        Ok(any > 0)
+    }
+
+    fn log(&mut self, done: u64, report: &StepReport) -> Result<(), TrainError> {
+        let (since, samples, steps) = self.window;
+        let seconds = since.elapsed().as_secs_f64().max(1e-9);
+        let traffic = self.comm.take();
+        self.window = (Instant::now(), 0, 0);
+        if !self.is_root() {
+            return Ok(());
+        }
+        let per_step = |x: f64| (self.comm.world() > 1).then(|| x / steps.max(1) as f64);
+        let ranks = (self.layout.devices * self.layout.processes) as f64;
+        let lr =
+            self.config
+                .schedule
+                .lr(self.config.optimizer.lr, done - 1, self.config.train.steps);
+        append_metrics(
+            &self.run_dir.join("metrics.jsonl"),
+            &MetricsRow {
+                step: done,
+                loss: report.loss,
+                lr,
+                logit_scale: report.logit_scale,
+                grad_norm: report.grad_norm,
+                samples_per_sec: samples as f64 / seconds,
+                samples_per_sec_per_device: samples as f64 / seconds / ranks,
+                comm_bytes_per_step: per_step(traffic.bytes as f64),
+                comm_seconds_per_step: per_step(traffic.seconds),
+            },
+        )
+    }
+
+    /// Rank 0 evaluates; the others go on to the next step and wait for it there.
+    fn evaluate(&mut self, done: u64) -> Result<(), TrainError> {
+        if !self.is_root() {
+            return Ok(());
+        }
+        let model = self
+            .model
+            .as_ref()
+            .ok_or_else(|| TrainError::invalid("run", "the model is missing"))?;
+        let eval = &self.config.eval;
+        self.eval = evaluate(
+            model,
+            &self.clip,
+            eval,
+            &self.config.data.fields(),
+            self.device(),
+        )?;
+        if !self.eval.is_empty() {
+            append_metrics(
+                &self.run_dir.join("metrics.jsonl"),
+                &metrics_row(done, &self.eval),
+            )?;
+            // Evaluation time is not training throughput.
+            self.window.0 = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Every rank's slot cursors (and a fingerprint of its weights) to rank 0, which writes the
+    /// checkpoint; then every rank waits until it is on disk.
+    fn checkpoint(&mut self, done: u64) -> Result<(), TrainError> {
+        let model = self
+            .model
+            .as_ref()
+            .ok_or_else(|| TrainError::invalid("run", "the model is missing"))?;
+        let cursors = self.gather_cursors(model, done)?;
+        let checkpoints = self.run_dir.join("checkpoints");
+        if self.is_root() {
+            let state = TrainState {
+                format_version: CHECKPOINT_FORMAT_VERSION,
+                step: done,
+                cursors,
+                cursor: None,
+                config: self.config.clone(),
+                devices: self.layout.devices,
+                processes: self.layout.processes,
+            };
+            checkpoint::save(
+                &checkpoints,
+                model,
+                &self.clip,
+                self.stepper.optimizer(),
+                &state,
+                self.config.checkpoint.keep_last,
+            )?;
+        }
+        self.last_checkpoint = Some(checkpoints.join(checkpoint::checkpoint_name(done)));
+        if self.comm.world() > 1 {
+            self.comm
+                .barrier()
+                .map_err(comm_error(self.comm, "checkpoint written"))?;
+        }
+        Ok(())
+    }
+
+    /// All data slots' cursors in slot order (on rank 0; the others get an empty list), after
+    /// checking that every rank's weights are still rank 0's.
+    fn gather_cursors(
+        &self,
+        model: &ClipModel,
+        done: u64,
+    ) -> Result<Vec<LoaderCursor>, TrainError> {
+        if self.comm.world() == 1 {
+            return Ok(self.cursors.clone());
+        }
+        let print = fingerprint(model);
+        agree(self.comm, "weights", &print.to_le_bytes(), |rank, _| {
+            format!(
+                "after step {done} the weights of rank {rank} differ from rank 0's: the \
+                 replicas diverged (nondeterministic kernels, or mixed hardware)"
+            )
+        })?;
+        let mine = serde_json::to_vec(&(self.layout.owned.start, &self.cursors))
+            .map_err(|e| TrainError::invalid("checkpoint", e.to_string()))?;
+        let all = self
+            .comm
+            .all_gather_bytes(&mine)
+            .map_err(comm_error(self.comm, "checkpoint cursors"))?;
+        let mut slots: Vec<Option<LoaderCursor>> = vec![None; self.layout.slots];
+        for (rank, bytes) in all.iter().enumerate() {
+            let (first, cursors): (usize, Vec<LoaderCursor>) = serde_json::from_slice(bytes)
+                .map_err(|e| TrainError::RanksDisagree {
+                    message: format!("rank {rank} sent unreadable cursors: {e}"),
+                })?;
+            for (i, cursor) in cursors.into_iter().enumerate() {
+                if let Some(slot) = slots.get_mut(first + i) {
+                    *slot = Some(cursor);
+                }
+            }
+        }
+        slots
+            .into_iter()
+            .enumerate()
+            .map(|(slot, cursor)| {
+                cursor.ok_or_else(|| TrainError::RanksDisagree {
+                    message: format!("no rank sent the cursor of data slot {slot}"),
+                })
+            })
+            .collect()
+    }
+
+    /// Phase 4: what the run did.
+    fn finish(self) -> RunSummary {
+        RunSummary {
+            started_at: self.started_at,
+            steps: self.started_at + self.losses.len() as u64,
+            losses: self.losses,
+            skipped_checkpoints: self.skipped_checkpoints,
+            last_checkpoint: self.last_checkpoint,
+            interrupted: self.interrupted,
+            eval: self.eval,
+        }
+    }
 }

@@ -1,12 +1,14 @@
 //! One optimizer step: forward both towers, the contrastive loss, backward, global-norm clipping,
 //! AdamW, then `logit_scale` clamped to ln 100 (OpenCLIP clamps after every step).
 
-use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
-use duet_loss::{ContrastiveBatch, Loss};
+use duet_dist::Collective;
+use duet_loss::Loss;
 use duet_model::ClipModel;
 
 use crate::optim::{ParamInfo, adamw, clip_global_norm, float_params};
+use crate::parallel::Ranks;
 use crate::{NonFinite, OptimizerConfig, TrainError};
 
 /// ln(100): the largest `logit_scale`, i.e. a temperature of at least 0.01 (OpenCLIP
@@ -35,6 +37,8 @@ pub struct Stepper {
     on_nonfinite: NonFinite,
     /// Data-parallel devices; empty or one: the model's own device.
     devices: Vec<Device>,
+    /// Each block's rows against the whole batch instead of one global logits matrix.
+    local_loss: bool,
 }
 
 impl std::fmt::Debug for Stepper {
@@ -45,6 +49,7 @@ impl std::fmt::Debug for Stepper {
             .field("clip", &self.clip)
             .field("on_nonfinite", &self.on_nonfinite)
             .field("devices", &self.devices.len())
+            .field("local_loss", &self.local_loss)
             .finish_non_exhaustive()
     }
 }
@@ -64,6 +69,7 @@ impl Stepper {
             clip: optimizer.grad_clip_norm,
             on_nonfinite,
             devices: Vec::new(),
+            local_loss: false,
         }
     }
 
@@ -77,6 +83,15 @@ impl Stepper {
         self
     }
 
+    /// With `local`, each block (device, micro-batch, process) takes the loss of its own rows
+    /// against every column of the global batch, so logits memory is `b × B`, not `B × B`
+    /// (OpenCLIP's `--local-loss --gather-with-grad`); the gradients are the same.
+    #[must_use]
+    pub fn with_local_loss(mut self, local: bool) -> Self {
+        self.local_loss = local;
+        self
+    }
+
     /// The optimizer, for checkpoints.
     pub fn optimizer(&self) -> &ModuleOptimizer {
         &self.optimizer
@@ -87,9 +102,10 @@ impl Stepper {
         self.optimizer = optimizer;
     }
 
-    /// One step at learning rate `lr` on `images` `[b, 3, s, s]` and `tokens` `[b, t]`, split
-    /// into `accum` micro-batches of `b / accum` (see [`Self::gradients`]); `step` only names
-    /// the step in errors.
+    /// One step at learning rate `lr` on this process's `images` `[n, 3, s, s]` and `tokens`
+    /// `[n, t]`, split into `accum` micro-batches per device, the global batch spanning every
+    /// process of `comm` (see [`Self::gradients`]); `step` only names the step in errors.
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
         model: ClipModel,
@@ -98,8 +114,9 @@ impl Stepper {
         accum: usize,
         lr: f64,
         step: u64,
+        comm: &dyn Collective,
     ) -> Result<(ClipModel, StepReport), TrainError> {
-        let (value, grads) = self.gradients(&model, images, tokens, accum, step)?;
+        let (value, grads) = self.gradients(&model, images, tokens, accum, step, comm)?;
         let Some(mut grads) = grads else {
             return match self.on_nonfinite {
                 NonFinite::Stop => Err(TrainError::NonFiniteLoss { step, value }),
@@ -136,20 +153,20 @@ impl Stepper {
         ))
     }
 
-    /// The loss on the whole batch and its gradients (`None` when the loss is not finite).
+    /// The loss on the global batch and its gradients, summed over every device and process
+    /// (`None` when the loss is not finite).
     ///
-    /// With `accum > 1` the batch is split into `accum` equal micro-batches, and the gradients
-    /// are those of the loss over the whole batch, with every negative, while only one
-    /// micro-batch's activations are held at a time (OpenCLIP's feature cache, open_clip_train
-    /// 3.3 `train.py`): first every micro-batch's features are computed and detached; then for
-    /// each micro-batch `j` its features are recomputed with gradients, put in place of the
-    /// cached ones, the full-batch loss taken and back-propagated, and the gradients summed.
-    /// Each tower parameter's gradient then is exactly the full-batch one. `logit_scale` (and
-    /// `logit_bias`) take part in every pass, so OpenCLIP sums their gradient `accum` times;
-    /// duet keeps them live in the first pass only, which gives the full-batch gradient.
+    /// With `accum > 1` each device's slice is split into `accum` equal micro-batches, and the
+    /// gradients are those of the loss over the whole batch, with every negative, while only
+    /// one micro-batch's activations are held at a time (OpenCLIP's feature cache,
+    /// open_clip_train 3.3 `train.py`): first every micro-batch's features are computed and
+    /// detached; the loss of the whole batch gives each micro-batch's features their gradient;
+    /// then each micro-batch is recomputed with gradients and back-propagated. Each tower
+    /// parameter's gradient then is exactly the full-batch one, and `logit_scale` (and
+    /// `logit_bias`) get the full-batch gradient once (OpenCLIP sums theirs `accum` times).
     ///
-    /// That is the data-parallel step's feature cache with one rank ([`crate::parallel`]), so
-    /// both run through it; one micro-batch on one device runs its two towers on a thread each.
+    /// Data parallelism over devices and processes runs the same way, the blocks spread out
+    /// ([`crate::parallel`]); one block on one device runs its two towers on a thread each.
     pub fn gradients(
         &self,
         model: &ClipModel,
@@ -157,156 +174,21 @@ impl Stepper {
         tokens: Tensor<2, Int>,
         accum: usize,
         step: u64,
+        comm: &dyn Collective,
     ) -> Result<(f64, Option<GradientsParams>), TrainError> {
-        if self.devices.len() <= 1 && accum <= 1 {
-            return towers_apart(self.loss, model, images, tokens, step);
-        }
-        // Accumulation on one device is the data-parallel feature cache with one rank.
         let here = [images.device()];
         let devices = if self.devices.is_empty() {
             &here[..]
         } else {
             &self.devices[..]
         };
-        crate::parallel::gradients(self.loss, model, images, tokens, devices, accum, step)
+        let ranks = Ranks {
+            devices,
+            comm,
+            local_loss: self.local_loss,
+        };
+        crate::parallel::gradients(self.loss, model, images, tokens, ranks, accum, step)
     }
-}
-
-/// The loss of one batch and its gradients, with the two towers run side by side, one thread
-/// each, forward and backward.
-///
-/// burn keeps an autodiff graph per connected set of tensors and runs each graph's backward
-/// as one sequential pass, and flex runs most element-wise ops on one core. The towers share
-/// no parameter, so until the loss joins their features they are two separate graphs. The
-/// loss is therefore taken on detached copies of the features (new leaves), its backward
-/// gives the features' gradients `g` (and `logit_scale`'s), and each tower then back-propagates
-/// `sum(features ⊙ g)` on its own thread. By the chain rule every tower parameter gets exactly
-/// the gradient of the joint backward: `∂ sum(f ⊙ g) / ∂f = g`.
-fn towers_apart(
-    loss: Loss,
-    model: &ClipModel,
-    images: Tensor<4>,
-    tokens: Tensor<2, Int>,
-    step: u64,
-) -> Result<(f64, Option<GradientsParams>), TrainError> {
-    let features = encode_apart(model, images, tokens);
-    let scale = model.logit_scale.val();
-    let bias = model.logit_bias.as_ref().map(|b| b.val());
-    backward_apart(model, features, |image, text| {
-        loss_of(loss, ContrastiveBatch::new(image, text), scale, bias, step)
-    })
-}
-
-/// Both towers' features, each tower on a thread of its own (see [`towers_apart`]).
-pub(crate) fn encode_apart(
-    model: &ClipModel,
-    images: Tensor<4>,
-    tokens: Tensor<2, Int>,
-) -> (Tensor<2>, Tensor<2>) {
-    // burn draws parameters lazily, at first use, from a process-wide generator: drawn by two
-    // threads at once, they would interleave. Draw any still pending here, in module order.
-    crate::run::materialize(model);
-    let replica = model.clone();
-    side_by_side(
-        move || replica.encode_image(images),
-        || model.encode_text(tokens),
-    )
-}
-
-/// The value of `loss_on(image, text)` on detached copies of the live `features`, and the
-/// gradients of every parameter: the loss's own (`logit_scale`, `logit_bias`) from its
-/// backward, each tower's from its features' gradient, back-propagated on a thread per tower
-/// (see [`towers_apart`]). `None` when the loss is not finite.
-pub(crate) fn backward_apart(
-    model: &ClipModel,
-    features: (Tensor<2>, Tensor<2>),
-    loss_on: impl FnOnce(Tensor<2>, Tensor<2>) -> Result<Tensor<1>, TrainError>,
-) -> Result<(f64, Option<GradientsParams>), TrainError> {
-    let (image, text) = features;
-    let image_leaf = image.clone().detach().require_grad();
-    let text_leaf = text.clone().detach().require_grad();
-    let loss = loss_on(image_leaf.clone(), text_leaf.clone())?;
-    let value = f64::from(loss.clone().into_scalar::<f32>());
-    if !value.is_finite() {
-        return Ok((value, None));
-    }
-    let mut head = loss.backward();
-    let d_image = image_leaf.grad_remove(&mut head);
-    let d_text = text_leaf.grad_remove(&mut head);
-    let mut accumulator = GradientsAccumulator::<ClipModel>::new();
-    accumulator.accumulate(model, GradientsParams::from_grads(head, model));
-    let replica = model.clone();
-    let (image_grads, text_grads) = side_by_side(
-        move || tower_gradients(&replica, image, d_image),
-        || tower_gradients(model, text, d_text),
-    );
-    for grads in [image_grads, text_grads].into_iter().flatten() {
-        accumulator.accumulate(model, grads);
-    }
-    Ok((value, Some(accumulator.grads())))
-}
-
-/// The gradients a tower's parameters get from its `features` whose gradient is `grad`; `None`
-/// for a tower with nothing to train (locked, or no gradient reached its features).
-fn tower_gradients(
-    model: &ClipModel,
-    features: Tensor<2>,
-    grad: Option<Tensor<2>>,
-) -> Option<GradientsParams> {
-    let grad = grad?;
-    if !features.is_tracked() {
-        return None;
-    }
-    let surrogate = (features * grad.autodiff()).sum();
-    Some(GradientsParams::from_grads(surrogate.backward(), model))
-}
-
-/// `(a(), b())`, `a` on a thread of its own; a panic in either is re-raised here.
-fn side_by_side<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B) {
-    std::thread::scope(|scope| {
-        let handle = scope.spawn(a);
-        let b = b();
-        let a = handle
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (a, b)
-    })
-}
-
-/// The contrastive loss of a whole batch held as blocks of detached features (`images`,
-/// `texts`), with block `j`'s replaced by its `live` image and text features, so only that
-/// block's encoders get gradients. `logits` (`logit_scale`, `logit_bias`) stay live for block 0
-/// only: summed over the blocks, the gradients are then exactly the whole batch's. Gradient
-/// accumulation (blocks = micro-batches) and data parallelism (blocks = ranks) both use it.
-pub(crate) fn block_loss(
-    loss: Loss,
-    mut images: Vec<Tensor<2>>,
-    mut texts: Vec<Tensor<2>>,
-    j: usize,
-    live: (Tensor<2>, Tensor<2>),
-    logits: (Tensor<1>, Option<Tensor<1>>),
-    step: u64,
-) -> Result<Tensor<1>, TrainError> {
-    (images[j], texts[j]) = live;
-    let batch = ContrastiveBatch::new(Tensor::cat(images, 0), Tensor::cat(texts, 0));
-    let (scale, bias) = logits;
-    let (scale, bias) = if j == 0 {
-        (scale, bias)
-    } else {
-        (scale.detach(), bias.map(Tensor::detach))
-    };
-    loss_of(loss, batch, scale, bias, step)
-}
-
-fn loss_of(
-    loss: Loss,
-    batch: ContrastiveBatch,
-    scale: Tensor<1>,
-    bias: Option<Tensor<1>>,
-    step: u64,
-) -> Result<Tensor<1>, TrainError> {
-    loss.compute(batch, scale, bias)
-        .map_err(|source| TrainError::Loss { step, source })
 }
 
 fn scalar(t: &Tensor<1>) -> f64 {
@@ -318,7 +200,11 @@ mod tests {
     use burn::tensor::{Device, Distribution};
     use duet_model::preset;
 
+    use duet_dist::Solo;
+    use duet_loss::ContrastiveBatch;
+
     use super::*;
+    use crate::towers::loss_of;
 
     fn setup(init_scale: f64) -> (ClipModel, Stepper, Tensor<4>, Tensor<2, Int>) {
         let device = Device::flex().autodiff();
@@ -352,7 +238,7 @@ mod tests {
         let mut losses = Vec::new();
         for step in 0..20 {
             let (next, report) = stepper
-                .step(model, images.clone(), tokens.clone(), 1, 1e-3, step)
+                .step(model, images.clone(), tokens.clone(), 1, 1e-3, step, &Solo)
                 .expect("steps");
             model = next;
             losses.push(report.loss);
@@ -368,10 +254,10 @@ mod tests {
         // included, must be the full batch's (OpenCLIP's method would give 2x on logit_scale).
         let (model, stepper, images, tokens) = setup(2.0);
         let (full_loss, full) = stepper
-            .gradients(&model, images.clone(), tokens.clone(), 1, 0)
+            .gradients(&model, images.clone(), tokens.clone(), 1, 0, &Solo)
             .expect("loss");
         let (accum_loss, accum) = stepper
-            .gradients(&model, images, tokens, 2, 0)
+            .gradients(&model, images, tokens, 2, 0, &Solo)
             .expect("loss");
         let (full, accum) = (full.expect("finite"), accum.expect("finite"));
         assert!(
@@ -387,6 +273,7 @@ mod tests {
                 Tensor::zeros([3, 77], &Device::flex().autodiff()),
                 2,
                 0,
+                &Solo,
             )
             .expect_err("3 does not split in 2");
         assert!(err.to_string().contains("train.accum_freq"), "{err}");
@@ -409,7 +296,7 @@ mod tests {
             };
             let stepper = Stepper::new(loss, &OptimizerConfig::default(), NonFinite::Stop, &model);
             let (value, apart) = stepper
-                .gradients(&model, images.clone(), tokens.clone(), 1, 0)
+                .gradients(&model, images.clone(), tokens.clone(), 1, 0, &Solo)
                 .expect("loss");
             let apart = apart.expect("finite");
             let (joint_value, joint) =
@@ -434,7 +321,7 @@ mod tests {
                 },
             );
             let (_, grads) = stepper
-                .gradients(&locked, images, tokens, 1, 0)
+                .gradients(&locked, images, tokens, 1, 0, &Solo)
                 .expect("loss");
             let grads = grads.expect("finite");
             let trained: Vec<String> = float_params(&locked)
@@ -477,13 +364,13 @@ mod tests {
         let (model, single, images, tokens) = setup(2.0);
         let device = Device::flex().autodiff();
         let (full_loss, full) = single
-            .gradients(&model, images.clone(), tokens.clone(), 1, 0)
+            .gradients(&model, images.clone(), tokens.clone(), 1, 0, &Solo)
             .expect("loss");
         let full = full.expect("finite");
         for world in [2, 4] {
             let parallel = stepper(&model).with_devices(&vec![device.clone(); world]);
             let (loss, grads) = parallel
-                .gradients(&model, images.clone(), tokens.clone(), 1, 0)
+                .gradients(&model, images.clone(), tokens.clone(), 1, 0, &Solo)
                 .expect("loss");
             assert!(
                 (full_loss - loss).abs() < 1e-6,
@@ -495,18 +382,18 @@ mod tests {
         // each back-propagated against the other three; the sum is again the global batch's.
         let two = stepper(&model).with_devices(&[device.clone(), device.clone()]);
         let (loss, grads) = two
-            .gradients(&model, images.clone(), tokens.clone(), 2, 0)
+            .gradients(&model, images.clone(), tokens.clone(), 2, 0, &Solo)
             .expect("loss");
         assert!((full_loss - loss).abs() < 1e-6, "{full_loss} vs {loss}");
         assert_same_gradients(&model, &full, &grads.expect("finite"));
         // 4 pairs do not split over 3 devices, nor into 2 devices × 4 micro-batches.
         let three = stepper(&model).with_devices(&[device.clone(), device.clone(), device.clone()]);
         let err = three
-            .gradients(&model, images.clone(), tokens.clone(), 1, 0)
+            .gradients(&model, images.clone(), tokens.clone(), 1, 0, &Solo)
             .expect_err("4 over 3");
         assert!(err.to_string().contains("train.batch_size"), "{err}");
         let err = two
-            .gradients(&model, images, tokens, 4, 0)
+            .gradients(&model, images, tokens, 4, 0, &Solo)
             .expect_err("4 over 2 × 4");
         assert!(err.to_string().contains("train.accum_freq"), "{err}");
         drop((single, device));
@@ -554,7 +441,7 @@ mod tests {
         // Start above the cap: after one step it sits at ln 100 = 4.6052.
         let (model, mut stepper, images, tokens) = setup(5.0);
         let (_, report) = stepper
-            .step(model, images, tokens, 1, 1e-3, 0)
+            .step(model, images, tokens, 1, 1e-3, 0, &Solo)
             .expect("steps");
         assert!(
             (report.logit_scale - MAX_LOGIT_SCALE).abs() < 1e-5,
@@ -567,12 +454,20 @@ mod tests {
         let (model, mut stepper, images, tokens) = setup(2.0);
         let nan = images.clone().mul_scalar(f32::NAN);
         let err = stepper
-            .step(model.clone(), nan.clone(), tokens.clone(), 1, 1e-3, 41)
+            .step(
+                model.clone(),
+                nan.clone(),
+                tokens.clone(),
+                1,
+                1e-3,
+                41,
+                &Solo,
+            )
             .expect_err("NaN loss");
         assert!(err.to_string().contains("step 41"), "{err}");
         stepper.on_nonfinite = NonFinite::Skip;
         let (_, report) = stepper
-            .step(model, nan, tokens, 1, 1e-3, 42)
+            .step(model, nan, tokens, 1, 1e-3, 42, &Solo)
             .expect("skips");
         assert!(report.skipped && report.loss.is_nan());
     }

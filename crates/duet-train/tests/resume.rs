@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
+use duet_dist::Solo;
 use duet_train::{Control, RunSummary, Start, TrainConfig, run};
 
 fn sample_spec() -> String {
@@ -76,6 +77,7 @@ fn train(dir: &Path, start: Start, stop_before: Option<u64>) -> RunSummary {
         std::slice::from_ref(&device),
         start,
         &control,
+        &Solo,
     )
     .expect("runs")
 }
@@ -180,6 +182,7 @@ fn accumulating_two_half_batches_trains_like_the_full_batch() {
         std::slice::from_ref(&device),
         Start::Fresh,
         &Control::default(),
+        &Solo,
     )
     .expect("runs");
     let accum = run(
@@ -188,6 +191,7 @@ fn accumulating_two_half_batches_trains_like_the_full_batch() {
         std::slice::from_ref(&device),
         Start::Fresh,
         &Control::default(),
+        &Solo,
     )
     .expect("runs");
     assert_eq!(full.losses.len(), 3);
@@ -209,6 +213,7 @@ fn two_devices_train_like_one_device_on_the_global_batch() {
         std::slice::from_ref(&device),
         Start::Fresh,
         &Control::default(),
+        &Solo,
     )
     .expect("runs");
     let two = run(
@@ -217,6 +222,7 @@ fn two_devices_train_like_one_device_on_the_global_batch() {
         &[device.clone(), device.clone()],
         Start::Fresh,
         &Control::default(),
+        &Solo,
     )
     .expect("runs");
     assert_eq!(two.losses.len(), 3);
@@ -236,6 +242,7 @@ fn two_devices_train_like_one_device_on_the_global_batch() {
         &[device.clone(), device],
         Start::Fresh,
         &Control::default(),
+        &Solo,
     )
     .expect("runs");
     assert_same_losses(&one.losses, &both.losses);
@@ -262,6 +269,7 @@ fn zero_shot_sets_are_evaluated_and_logged() {
         std::slice::from_ref(&device),
         Start::Fresh,
         &Control::default(),
+        &Solo,
     )
     .expect("runs");
     let duet_train::EvalMetrics::ZeroShot(m) = &summary.eval[0].metrics else {
@@ -297,6 +305,7 @@ fn fresh_start_refuses_a_run_directory_with_checkpoints() {
         std::slice::from_ref(&device),
         Start::Fresh,
         &Control::default(),
+        &Solo,
     )
     .expect_err("refused");
     assert!(

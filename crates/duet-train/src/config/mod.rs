@@ -1,0 +1,238 @@
+//! The train config: one TOML file composing model, data, loss, optimizer, schedule, training,
+//! checkpoints, evaluation and logging, checked whole before any work.
+//!
+//! ```toml
+//! [model]
+//! config = "tiny"                  # a preset in configs/model/, or an OpenCLIP / HF config path
+//! [data]
+//! train = "datasets/sample/train/{00000..00002}.tar"
+//! [train]
+//! steps = 300
+//! batch_size = 64
+//! ```
+//!
+//! Every section but `model`, `data` and `train` has defaults (OpenCLIP's where it has one).
+//! Fine-tuning sets `model.from` (pretrained weights) instead of `model.config`, and may lock
+//! towers in `[lock]` ([`LockConfig`]).
+//! Unknown keys and wrong types are errors naming the full key (`train.batch_size`);
+//! `--set section.key=value` overrides are applied to the TOML before it is read, so they are
+//! checked the same way.
+
+use std::path::Path;
+
+use duet_loss::Loss;
+use duet_model::{ClipConfig, config_from_name_or_path, read_config};
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+use crate::checkpoint::resolve_model_dir;
+use crate::evaluate::EvalConfig;
+use crate::lock::LockConfig;
+use crate::schedule::ScheduleConfig;
+
+mod overrides;
+mod sections;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use overrides::{one_line, table};
+pub(crate) use sections::one;
+pub use sections::{
+    CheckpointConfig, DataSection, LogConfig, ModelSection, NonFinite, OptimizerConfig,
+    TrainSection,
+};
+
+/// A whole train config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The model to build.
+    pub model: ModelSection,
+    /// Where the samples come from.
+    pub data: DataSection,
+    /// The contrastive objective.
+    #[serde(default = "default_loss")]
+    pub loss: Loss,
+    /// AdamW settings.
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    /// The learning-rate schedule.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    /// Steps, batch size, seed.
+    pub train: TrainSection,
+    /// When and how many checkpoints to keep.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    /// Logging cadence.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Locked towers (LiT).
+    #[serde(default)]
+    pub lock: LockConfig,
+    /// Held-out evaluation during and at the end of the run.
+    #[serde(default)]
+    pub eval: EvalConfig,
+}
+
+/// The learning rate `duet finetune` uses when the config sets none: 1e-5, a common choice for
+/// fine-tuning pretrained CLIP (OpenCLIP's own default, 5e-4, is a from-scratch rate).
+pub const FINETUNE_DEFAULT_LR: f64 = 1e-5;
+
+fn default_loss() -> Loss {
+    Loss::InfoNce {
+        init_logit_scale: (1.0_f64 / 0.07).ln(),
+    }
+}
+
+impl TrainConfig {
+    /// Reads `path`, applies `overrides` (`section.key=value`), and checks everything.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// [`Self::load`] on text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self, TrainError> {
+        let table = table(text, origin, overrides)?;
+        Self::from_table(table, origin)
+    }
+
+    /// The config of `duet finetune`: `path` with `overrides`, starting from the weights at
+    /// `from` (replacing any `model.config`), at [`FINETUNE_DEFAULT_LR`] unless the file or an
+    /// override sets `optimizer.lr`.
+    pub fn load_finetune(
+        path: &Path,
+        from: &Path,
+        overrides: &[String],
+    ) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        let mut table = table(&text, &origin, overrides)?;
+        let section = |table: &mut toml::Table, name: &str| -> Result<toml::Table, TrainError> {
+            match table.remove(name) {
+                None => Ok(toml::Table::new()),
+                Some(toml::Value::Table(t)) => Ok(t),
+                Some(_) => Err(TrainError::ConfigKey {
+                    origin: origin.clone(),
+                    key: name.to_owned(),
+                    message: "must be a section".into(),
+                }),
+            }
+        };
+        let mut model = section(&mut table, "model")?;
+        model.remove("config");
+        model.insert(
+            "from".into(),
+            toml::Value::String(from.display().to_string()),
+        );
+        table.insert("model".into(), toml::Value::Table(model));
+        let mut optimizer = section(&mut table, "optimizer")?;
+        optimizer
+            .entry("lr")
+            .or_insert(toml::Value::Float(FINETUNE_DEFAULT_LR));
+        table.insert("optimizer".into(), toml::Value::Table(optimizer));
+        Self::from_table(table, &origin)
+    }
+
+    /// A run directory's resolved `config.toml`, for `duet resume`: checked like any config,
+    /// except that `model.from` need not exist any more (the checkpoint holds the model); see
+    /// [`Self::validate_lock`].
+    pub fn load_run(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        let config = Self::deserialize_table(table(&text, &origin, &[])?, &origin)?;
+        config.validate_settings()?;
+        if config.model.from.is_none() {
+            config.validate()?;
+        }
+        Ok(config)
+    }
+
+    fn from_table(table: toml::Table, origin: &str) -> Result<Self, TrainError> {
+        let config = Self::deserialize_table(table, origin)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn deserialize_table(table: toml::Table, origin: &str) -> Result<Self, TrainError> {
+        let config: Self =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                TrainError::ConfigKey {
+                    origin: origin.to_owned(),
+                    key: e.path().to_string(),
+                    message: one_line(&e.inner().to_string()),
+                }
+            })?;
+        Ok(config)
+    }
+
+    /// The model config the `[model]` section names (read from the weights' directory for
+    /// `model.from`), overrides applied and checked.
+    pub fn clip_config(&self) -> Result<ClipConfig, TrainError> {
+        let m = &self.model;
+        let mut clip = match (&m.config, &m.from) {
+            (Some(name), None) => {
+                config_from_name_or_path(name).map_err(|source| TrainError::Model {
+                    key: "model.config".into(),
+                    source,
+                })?
+            }
+            (None, Some(from)) => {
+                let dir = resolve_model_dir(from)?;
+                let (clip, _) = read_config(&dir).map_err(|source| TrainError::Model {
+                    key: "model.from".into(),
+                    source,
+                })?;
+                clip
+            }
+            (Some(_), Some(_)) => {
+                return Err(TrainError::invalid(
+                    "model.from",
+                    "set either model.config (a fresh model) or model.from (pretrained weights), \
+                     not both",
+                ));
+            }
+            (None, None) => {
+                return Err(TrainError::invalid(
+                    "model",
+                    "set model.config (a preset or config path) or model.from (pretrained weights)",
+                ));
+            }
+        };
+        if let Some(size) = m.image_size {
+            if m.from.is_some() && size != clip.vision.image_size {
+                return Err(TrainError::invalid(
+                    "model.image_size",
+                    format!(
+                        "the pretrained model takes {} px images; resizing its position \
+                         embeddings to {size} px is not supported",
+                        clip.vision.image_size
+                    ),
+                ));
+            }
+            clip.vision.image_size = size;
+        }
+        clip.validate().map_err(|source| TrainError::Model {
+            key: if m.image_size.is_some() {
+                "model.image_size".into()
+            } else if m.from.is_some() {
+                "model.from".into()
+            } else {
+                "model.config".into()
+            },
+            source,
+        })?;
+        Ok(clip)
+    }
+}

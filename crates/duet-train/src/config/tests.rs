@@ -1,0 +1,216 @@
+//! The config's tests: parsing, fine-tune configs, and every shipped config.
+
+use std::path::PathBuf;
+
+use duet_data::Sampling;
+
+use super::*;
+
+mod parse {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[model]
+config = "tiny"
+[data]
+train = "datasets/sample/train/{00000..00002}.tar"
+[train]
+steps = 100
+batch_size = 32
+"#;
+
+    fn parse(text: &str, overrides: &[&str]) -> Result<TrainConfig, TrainError> {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        TrainConfig::parse(text, "test.toml", &overrides)
+    }
+
+    fn error(text: &str, overrides: &[&str]) -> String {
+        let err = parse(text, overrides).expect_err("invalid");
+        let message = err.to_string();
+        assert!(!message.contains('\n'), "one line: {message}");
+        message
+    }
+
+    #[test]
+    fn minimal_config_gets_openclip_defaults() {
+        let c = parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(c.optimizer, OptimizerConfig::default());
+        assert_eq!(c.optimizer.lr, 5e-4);
+        assert_eq!((c.optimizer.beta2, c.optimizer.eps), (0.98, 1e-6));
+        assert_eq!(c.train.seed, 0);
+        assert_eq!(c.checkpoint.keep_last, 3);
+        assert_eq!(c.data.sampling, Sampling::Exact);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_section() {
+        let message = error(&format!("{MINIMAL}batchsize = 3\n"), &[]);
+        assert!(message.contains("train"), "{message}");
+        assert!(message.contains("batchsize"), "{message}");
+        let message = error(&format!("{MINIMAL}[optimiser]\nlr = 1\n"), &[]);
+        assert!(message.contains("optimiser"), "{message}");
+    }
+
+    #[test]
+    fn bad_type_names_the_key() {
+        let message = error(MINIMAL, &["train.batch_size=\"many\""]);
+        assert!(message.contains("train.batch_size"), "{message}");
+        assert!(message.contains("invalid type"), "{message}");
+    }
+
+    #[test]
+    fn batch_size_zero_is_rejected() {
+        let message = error(MINIMAL, &["train.batch_size=0"]);
+        assert!(message.contains("train.batch_size"), "{message}");
+    }
+
+    #[test]
+    fn image_size_must_divide_by_the_patch() {
+        // The tiny preset has 8 px patches: 30 is not a multiple.
+        let message = error(MINIMAL, &["model.image_size=30"]);
+        assert!(message.contains("model.image_size"), "{message}");
+        assert!(message.contains("not divisible"), "{message}");
+        parse(MINIMAL, &["model.image_size=32"]).expect("32 is fine");
+    }
+
+    #[test]
+    fn overrides_set_nested_keys_and_take_toml_values() {
+        let c = parse(
+            MINIMAL,
+            &[
+                "train.steps=7",
+                "optimizer.grad_clip_norm=1.5",
+                "data.sampling=resampled",
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.train.steps, 7);
+        assert_eq!(c.optimizer.grad_clip_norm, Some(1.5));
+        assert_eq!(c.data.sampling, Sampling::Resampled);
+        let message = error(MINIMAL, &["train"]);
+        assert!(message.contains("section.key=value"), "{message}");
+        let message = error(MINIMAL, &["data.train.x=1"]);
+        assert!(message.contains("not a section"), "{message}");
+    }
+
+    #[test]
+    fn syntax_errors_are_one_line() {
+        let message = error("[model\nconfig = 1", &[]);
+        assert!(message.starts_with("test.toml"), "{message}");
+    }
+
+    #[test]
+    fn bad_shard_spec_names_data_train() {
+        let message = error(MINIMAL, &["data.train=\"a/{0..2.tar\""]);
+        assert!(message.starts_with("data.train"), "{message}");
+    }
+
+    #[test]
+    fn unknown_preset_names_model_config() {
+        let message = error(MINIMAL, &["model.config=\"ViT-Q-99\""]);
+        assert!(message.contains("model.config"), "{message}");
+    }
+}
+
+mod finetune {
+    use super::*;
+
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/clip-tiny/hf")
+    }
+
+    fn tiny_toml() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml")
+    }
+
+    fn set(overrides: &[&str]) -> Vec<String> {
+        overrides.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn finetune_replaces_the_model_and_defaults_to_a_small_lr() {
+        // tiny.toml sets optimizer.lr = 1e-3, which wins over the fine-tune default.
+        let c = TrainConfig::load_finetune(&tiny_toml(), &fixture(), &[]).expect("valid");
+        assert_eq!(c.model.config, None);
+        assert_eq!(c.model.from.as_deref(), Some(fixture().as_path()));
+        assert_eq!(c.optimizer.lr, 1e-3);
+        // Without an lr in the file, 1e-5; an override still wins.
+        let text = std::fs::read_to_string(tiny_toml()).expect("tiny.toml");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let no_lr = dir.path().join("no-lr.toml");
+        std::fs::write(&no_lr, text.replace("lr = 1e-3\n", "")).expect("write");
+        let c = TrainConfig::load_finetune(&no_lr, &fixture(), &[]).expect("valid");
+        assert_eq!(c.optimizer.lr, FINETUNE_DEFAULT_LR);
+        let c = TrainConfig::load_finetune(&no_lr, &fixture(), &set(&["optimizer.lr=3e-5"]))
+            .expect("valid");
+        assert_eq!(c.optimizer.lr, 3e-5);
+        // The architecture is the weights': the HF fixture has a 32 px, 2-block image tower.
+        let clip = c.clip_config().expect("config.json");
+        assert_eq!((clip.vision.image_size, clip.vision.layers), (32, 2));
+    }
+
+    #[test]
+    fn model_needs_exactly_one_source() {
+        let from = format!("model.from=\"{}\"", fixture().display());
+        let err = TrainConfig::load(&tiny_toml(), &set(&[&from])).expect_err("both");
+        assert!(
+            err.to_string().starts_with("model.from: set either"),
+            "{err}"
+        );
+        let missing = TrainConfig::load_finetune(&tiny_toml(), Path::new("/no/such/model"), &[])
+            .expect_err("missing weights");
+        assert!(missing.to_string().starts_with("model.from"), "{missing}");
+        let err =
+            TrainConfig::load_finetune(&tiny_toml(), &fixture(), &set(&["model.image_size=64"]))
+                .expect_err("resize");
+        assert!(err.to_string().starts_with("model.image_size"), "{err}");
+    }
+
+    #[test]
+    fn lock_settings_are_checked_against_the_towers() {
+        let err = TrainConfig::load_finetune(
+            &tiny_toml(),
+            &fixture(),
+            &set(&["lock.image_unlocked_groups=1"]),
+        )
+        .expect_err("not locked");
+        assert!(
+            err.to_string().starts_with("lock.image_unlocked_groups"),
+            "{err}"
+        );
+        // 2 blocks + embeddings + projection = 4 groups.
+        let err = TrainConfig::load_finetune(
+            &tiny_toml(),
+            &fixture(),
+            &set(&["lock.text=true", "lock.text_unlocked_layers=5"]),
+        )
+        .expect_err("too many");
+        assert!(err.to_string().contains("4 groups"), "{err}");
+        TrainConfig::load_finetune(
+            &tiny_toml(),
+            &fixture(),
+            &set(&["lock.text=true", "lock.text_unlocked_layers=4"]),
+        )
+        .expect("all 4 unlocked is allowed");
+    }
+}
+
+mod shipped {
+    use super::*;
+
+    /// Every train config in `configs/` parses and validates (model presets are tested in
+    /// duet-model).
+    #[test]
+    fn every_shipped_train_config_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).expect("configs/ exists") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                TrainConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                checked += 1;
+            }
+        }
+        assert!(checked >= 1, "no train config found in {}", dir.display());
+    }
+}
