@@ -81,6 +81,26 @@ pub struct DeviceArgs {
 }
 
 impl DeviceArgs {
+    /// The devices of a process that is one of several on its node, `local_rank` among them:
+    /// with `--device cuda` or `wgpu` and no `--devices` list, the `local_rank`-th GPU (one
+    /// process per GPU, as `mpirun -np 8` on an 8-GPU node); otherwise as [`Self::resolve`].
+    pub fn resolve_for(&self, local_rank: Option<usize>) -> Result<Vec<Device>> {
+        let (Some(rank), None, DeviceKind::Cuda | DeviceKind::Wgpu) =
+            (local_rank, &self.devices, self.device)
+        else {
+            return self.resolve();
+        };
+        let listed = self.device.all()?;
+        let count = listed.len();
+        let Some(device) = listed.into_iter().nth(rank) else {
+            bail!(
+                "local rank {rank} wants GPU {rank}, and this node lists {count}: start at most \
+                 {count} process(es) per node"
+            );
+        };
+        Ok(vec![device.autodiff()])
+    }
+
     /// The autodiff devices to train on, the first holding the model and the optimizer.
     pub fn resolve(&self) -> Result<Vec<Device>> {
         let devices = match self.devices.as_deref().map(str::trim) {

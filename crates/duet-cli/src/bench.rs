@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use clap::{Args, Subcommand};
+use duet_dist::Solo;
 use duet_loss::Loss;
 use duet_model::config_from_name_or_path;
 use duet_train::{NonFinite, OptimizerConfig, Stepper};
@@ -92,8 +93,15 @@ fn step(args: &StepArgs) -> Result<()> {
     for i in 0..args.warmup + args.steps {
         let started = Instant::now();
         // The step reads the loss and `logit_scale` back, so the device has finished it here.
-        let (next, report) =
-            stepper.step(model, images.clone(), tokens.clone(), 1, 1e-4, i as u64)?;
+        let (next, report) = stepper.step(
+            model,
+            images.clone(),
+            tokens.clone(),
+            1,
+            1e-4,
+            i as u64,
+            &Solo,
+        )?;
         model = next;
         loss = report.loss;
         if i >= args.warmup {

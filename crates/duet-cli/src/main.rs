@@ -6,6 +6,7 @@ mod bench;
 mod embed;
 mod eval;
 mod export;
+mod job;
 mod model_arg;
 mod output;
 mod plots;

@@ -13,6 +13,7 @@ use duet_train::{Control, EvalMetrics, Progress, ProgressFn, RunSummary, Start, 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::DeviceArgs;
+use crate::job::Job;
 
 /// Arguments of `duet pretrain`.
 #[derive(Debug, Args)]
@@ -116,24 +117,43 @@ fn default_run_dir(config: &Path, suffix: &str) -> PathBuf {
 }
 
 fn start(config: &TrainConfig, run_dir: &Path, devices: &DeviceArgs) -> Result<()> {
-    let devices = devices.resolve()?;
+    let job = Job::from_env()?;
+    let result = start_in(&job, config, run_dir, devices);
+    job.finish(result)
+}
+
+fn start_in(job: &Job, config: &TrainConfig, run_dir: &Path, devices: &DeviceArgs) -> Result<()> {
+    let devices = devices.resolve_for(job.local_rank())?;
     let model = match (&config.model.from, &config.model.config) {
         (Some(from), _) => format!("from {}", from.display()),
         (None, Some(name)) => name.clone(),
         (None, None) => "?".into(),
     };
-    tracing::info!(
-        "training {model} for {} steps of {} ({} per device × {} device(s) × {} accumulated) in {}",
-        config.train.steps,
-        config.train.global_batch(devices.len()),
-        config.train.batch_size,
-        devices.len(),
-        config.train.accum_freq,
-        run_dir.display()
-    );
-    let summary = run(config, run_dir, &devices, Start::Fresh, &control()?)
-        .with_context(|| format!("run {}", run_dir.display()))?;
-    report(&summary, run_dir);
+    let processes = job.comm().world();
+    if job.is_root() {
+        tracing::info!(
+            "training {model} for {} steps of {} ({} per device × {} device(s) × {} accumulated \
+             × {processes} process(es)) in {}",
+            config.train.steps,
+            config.train.global_batch(devices.len() * processes),
+            config.train.batch_size,
+            devices.len(),
+            config.train.accum_freq,
+            run_dir.display()
+        );
+    }
+    let summary = run(
+        config,
+        run_dir,
+        &devices,
+        Start::Fresh,
+        &control(job)?,
+        job.comm(),
+    )
+    .with_context(|| format!("run {}", run_dir.display()))?;
+    if job.is_root() {
+        report(&summary, run_dir);
+    }
     Ok(())
 }
 
@@ -147,20 +167,34 @@ pub fn resume(args: &ResumeArgs) -> Result<()> {
         );
     }
     let config = TrainConfig::load_run(&config_path)?;
-    let devices = args.devices.resolve()?;
-    let summary = run(&config, &args.run_dir, &devices, Start::Resume, &control()?)
+    let job = Job::from_env()?;
+    let result = (|| {
+        let devices = args.devices.resolve_for(job.local_rank())?;
+        let summary = run(
+            &config,
+            &args.run_dir,
+            &devices,
+            Start::Resume,
+            &control(&job)?,
+            job.comm(),
+        )
         .with_context(|| format!("resume {}", args.run_dir.display()))?;
-    for problem in &summary.skipped_checkpoints {
-        tracing::warn!("skipped a checkpoint: {problem}");
-    }
-    tracing::info!("resumed from step {}", summary.started_at);
-    report(&summary, &args.run_dir);
-    Ok(())
+        if job.is_root() {
+            for problem in &summary.skipped_checkpoints {
+                tracing::warn!("skipped a checkpoint: {problem}");
+            }
+            tracing::info!("resumed from step {}", summary.started_at);
+            report(&summary, &args.run_dir);
+        }
+        Ok(())
+    })();
+    job.finish(result)
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM (preemption) finish the current step, checkpoint, and exit
-/// cleanly; `duet resume` continues from there.
-fn control() -> Result<Control> {
+/// cleanly; `duet resume` continues from there. In a job of several processes a signal to any
+/// rank stops every rank after the same step; rank 0 alone draws the progress bar.
+fn control(job: &Job) -> Result<Control> {
     let flag = Arc::new(AtomicBool::new(false));
     let handler_flag = flag.clone();
     ctrlc::set_handler(move || {
@@ -171,7 +205,7 @@ fn control() -> Result<Control> {
     Ok(Control {
         stop_before: None,
         interrupt: Some(flag),
-        progress: Some(progress_bar()),
+        progress: job.is_root().then(progress_bar),
     })
 }
 
