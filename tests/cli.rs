@@ -610,7 +610,8 @@ fn pretrain_on_two_cpu_ranks_prints_the_global_batch() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("3 steps of 16 (8 per device × 2 device(s) × 1 accumulated)"),
+        stderr
+            .contains("3 steps of 16 (8 per device × 2 device(s) × 1 accumulated × 1 process(es))"),
         "{stderr}"
     );
     assert_eq!(losses(&dir).len(), 3);

@@ -70,6 +70,11 @@ pub struct FinetuneArgs {
 pub struct ResumeArgs {
     /// A run directory made by `duet pretrain`.
     run_dir: PathBuf,
+    /// Override a value of the run's config: on another process or device count,
+    /// `--set train.accum_freq=2` keeps the global batch (and so the exact continuation).
+    /// Written back to the run's config.toml.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    overrides: Vec<String>,
     #[command(flatten)]
     devices: DeviceArgs,
 }
@@ -166,7 +171,7 @@ pub fn resume(args: &ResumeArgs) -> Result<()> {
             args.run_dir.display()
         );
     }
-    let config = TrainConfig::load_run(&config_path)?;
+    let config = TrainConfig::load_run(&config_path, &args.overrides)?;
     let job = Job::from_env()?;
     let result = (|| {
         let devices = args.devices.resolve_for(job.local_rank())?;

@@ -127,9 +127,7 @@ fn fresh(
             ));
         }
         std::fs::create_dir_all(run_dir).map_err(|e| io(run_dir, e))?;
-        let path = run_dir.join("config.toml");
-        let text = toml::to_string(&resolved).map_err(|e| bad(&path, e.to_string()))?;
-        std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+        write_config(run_dir, &resolved)?;
         let metrics = run_dir.join("metrics.jsonl");
         std::fs::write(&metrics, "").map_err(|e| io(&metrics, e))?;
     }
@@ -215,6 +213,10 @@ fn resume(
     let started_at = state.step;
     if comm.rank() == 0 {
         truncate_metrics(&run_dir.join("metrics.jsonl"), started_at)?;
+        // The config the run goes on with (a resume may override `train.accum_freq`, …).
+        let mut resolved = config.clone();
+        resolved.data.slots = Some(slots);
+        write_config(run_dir, &resolved)?;
     }
     Ok(Started {
         clip,
@@ -225,6 +227,16 @@ fn resume(
         started_at,
         skipped_checkpoints,
     })
+}
+
+/// The run directory's `config.toml`: the resolved config the run trains with, replaced
+/// through a temporary file so a crash never leaves half a config.
+fn write_config(run_dir: &Path, config: &TrainConfig) -> Result<(), TrainError> {
+    let path = run_dir.join("config.toml");
+    let temp = run_dir.join(".config.toml.tmp");
+    let text = toml::to_string(config).map_err(|e| bad(&path, e.to_string()))?;
+    std::fs::write(&temp, text).map_err(|e| io(&temp, e))?;
+    std::fs::rename(&temp, &path).map_err(|e| io(&path, e))
 }
 
 fn stepper(config: &TrainConfig, devices: &[Device], model: &ClipModel) -> Stepper {

@@ -142,16 +142,17 @@ impl TrainConfig {
         Self::from_table(table, &origin)
     }
 
-    /// A run directory's resolved `config.toml`, for `duet resume`: checked like any config,
-    /// except that `model.from` need not exist any more (the checkpoint holds the model); see
-    /// [`Self::validate_lock`].
-    pub fn load_run(path: &Path) -> Result<Self, TrainError> {
+    /// A run directory's resolved `config.toml`, for `duet resume`, with `overrides` (a
+    /// resume on another process count sets `train.accum_freq` to keep the global batch):
+    /// checked like any config, except that `model.from` need not exist any more (the
+    /// checkpoint holds the model); see [`Self::validate_lock`].
+    pub fn load_run(path: &Path, overrides: &[String]) -> Result<Self, TrainError> {
         let text = std::fs::read_to_string(path).map_err(|source| TrainError::ConfigRead {
             path: path.to_path_buf(),
             source,
         })?;
         let origin = path.display().to_string();
-        let config = Self::deserialize_table(table(&text, &origin, &[])?, &origin)?;
+        let config = Self::deserialize_table(table(&text, &origin, overrides)?, &origin)?;
         config.validate_settings()?;
         if config.model.from.is_none() {
             config.validate()?;
