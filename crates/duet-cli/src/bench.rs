@@ -1,5 +1,7 @@
 //! `duet bench step`: the time of one training step on a fixed synthetic batch, so that neither
 //! the loader nor the disk counts; `scripts/bench/step_time.sh` runs it next to PyTorch.
+//! `duet bench loss`: the peak memory of one rank's contrastive loss, global or memory-linear;
+//! `scripts/bench/loss_memory.sh` runs the two side by side.
 
 use std::time::Instant;
 
@@ -20,6 +22,33 @@ pub enum BenchCommand {
     /// Time training steps (forward, InfoNCE, backward, global-norm clip, AdamW) on a fixed
     /// random batch.
     Step(StepArgs),
+    /// Peak memory (RSS) and time of one rank's contrastive loss, forward and backward, on
+    /// random features: the global `[B, B]` logits, or with `--local-loss` the rank's `B /
+    /// world` rows against all `B` columns (`train.local_loss`).
+    Loss(LossArgs),
+}
+
+/// Arguments of `duet bench loss`.
+#[derive(Debug, Args)]
+pub struct LossArgs {
+    /// Pairs in the global batch, `B`.
+    #[arg(long)]
+    global_batch: usize,
+    /// Ranks sharing it; with `--local-loss` this rank scores `B / world` rows.
+    #[arg(long, default_value_t = 8)]
+    world: usize,
+    /// Width of the features.
+    #[arg(long, default_value_t = 512)]
+    embed_dim: usize,
+    /// The memory-linear loss (each rank's rows against every column).
+    #[arg(long)]
+    local_loss: bool,
+    /// SigLIP's sigmoid loss instead of InfoNCE.
+    #[arg(long)]
+    sigmoid: bool,
+    /// Print one JSON object instead of a line.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `duet bench step`.
@@ -54,6 +83,7 @@ pub struct StepArgs {
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Step(args) => step(&args),
+        BenchCommand::Loss(args) => loss_memory(&args),
     }
 }
 
@@ -134,6 +164,86 @@ fn step(args: &StepArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn loss_memory(args: &LossArgs) -> Result<()> {
+    let (b, world, e) = (args.global_batch, args.world, args.embed_dim);
+    if b == 0 || world == 0 || b % world != 0 {
+        bail!("--global-batch {b} must split into --world {world} equal parts");
+    }
+    let device = Device::flex().autodiff();
+    let loss = if args.sigmoid {
+        Loss::sigmoid()
+    } else {
+        Loss::info_nce()
+    };
+    let image = Tensor::<2>::random([b, e], Distribution::Normal(0.0, 1.0), &device);
+    let text = Tensor::<2>::random([b, e], Distribution::Normal(0.0, 1.0), &device);
+    let scale = Tensor::<1>::from_data([loss.init_logit_scale() as f32], &device).require_grad();
+    let bias = loss
+        .init_logit_bias()
+        .map(|v| Tensor::<1>::from_data([v as f32], &device).require_grad());
+    // The features exist before the loss: only what the loss adds is measured.
+    let (image, text) = (image.require_grad(), text.require_grad());
+    let before = peak_rss_bytes()?;
+    let started = Instant::now();
+    let rows = if args.local_loss { b / world } else { b };
+    let batch = if args.local_loss {
+        duet_loss::ContrastiveBatch::new(
+            image.clone().narrow(0, 0, rows),
+            text.clone().narrow(0, 0, rows),
+        )
+        .with_gathered(duet_loss::Gathered {
+            image: image.clone(),
+            text: text.clone(),
+            rank: 0,
+        })
+    } else {
+        duet_loss::ContrastiveBatch::new(image.clone(), text.clone())
+    };
+    let value = loss.compute(batch, scale, bias)?;
+    let grads = value.clone().backward();
+    drop((image.grad(&grads), text.grad(&grads)));
+    let seconds = started.elapsed().as_secs_f64();
+    let peak = peak_rss_bytes()?.saturating_sub(before);
+    let logits = (rows * b * std::mem::size_of::<f32>()) as f64;
+    let mib = |x: f64| x / (1024.0 * 1024.0);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "global_batch": b, "world": world, "embed_dim": e, "local_loss": args.local_loss,
+                "sigmoid": args.sigmoid, "logits_rows": rows, "logits_mib": mib(logits),
+                "peak_added_mib": mib(peak as f64), "seconds": seconds,
+                "loss": value.into_scalar::<f32>(),
+            })
+        );
+    } else {
+        println!(
+            "{} loss, B = {b}, {rows} × {b} logits ({:.1} MiB): peak RSS +{:.1} MiB, {:.2} s",
+            if args.local_loss { "local" } else { "global" },
+            mib(logits),
+            mib(peak as f64),
+            seconds
+        );
+    }
+    Ok(())
+}
+
+/// This process's peak resident memory so far (Linux `VmHWM`).
+fn peak_rss_bytes() -> Result<u64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM in /proc/self/status")?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .context("unreadable VmHWM")?;
+    Ok(kib * 1024)
 }
 
 /// `batch` rows of `<start> w… <end>` padded with 0 to `context`, `len` tokens each, the

@@ -2,8 +2,8 @@
 //! or `srun` (feature `mpi`). The trainer sees only its [`Collective`].
 //!
 //! In a job of several processes, a rank that fails or panics ends the whole job at once
-//! (`MPI_Abort`), naming itself, instead of leaving the others waiting in a collective: mpirun
-//! then stops every rank and exits non-zero. A rank that dies (killed, out of memory) is
+//! (`MPI_Abort`, [`Job::run`]), naming itself, instead of leaving the others waiting in a
+//! collective: mpirun then stops every rank and exits non-zero. A rank that dies (killed, out of memory) is
 //! noticed by mpirun itself, which does the same.
 
 use anyhow::Result;
@@ -52,15 +52,25 @@ impl Job {
         self.launch.as_ref().and_then(|l| l.local_rank)
     }
 
-    /// `Ok(value)` as is; an error in a job of several processes is printed with this rank and
-    /// ends the whole job, so no peer waits for this one.
-    pub fn finish<T>(&self, result: Result<T>) -> Result<T> {
-        match result {
-            Err(error) if self.comm.world() > 1 => {
+    /// `work()`; in a job of several processes, an error or a panic (from any of the rank's
+    /// threads, re-raised here) is printed with this rank and ends the whole job, so no peer
+    /// waits for this one. A panic that is caught where it happens (a corrupt JPEG inside the
+    /// decoder) never gets here.
+    pub fn run<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.comm.world() == 1 {
+            return work();
+        }
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+            Ok(Err(error)) => {
                 eprintln!("duet: rank {}: error: {error:#}", self.rank());
                 abort_job(1)
             }
-            other => other,
+            Ok(ok) => ok,
+            Err(_) => {
+                // The panic's message is already printed, by the thread that panicked.
+                eprintln!("duet: rank {} panicked; ending the job", self.rank());
+                abort_job(101)
+            }
         }
     }
 }
@@ -79,7 +89,6 @@ fn engine(launch: &Launch) -> Result<Box<dyn Collective>> {
             mpi.world()
         );
     }
-    duet_mpi::abort_job_on_panic();
     tracing::info!(
         "rank {} of {} (MPI, started by {})",
         mpi.rank(),

@@ -123,8 +123,7 @@ fn default_run_dir(config: &Path, suffix: &str) -> PathBuf {
 
 fn start(config: &TrainConfig, run_dir: &Path, devices: &DeviceArgs) -> Result<()> {
     let job = Job::from_env()?;
-    let result = start_in(&job, config, run_dir, devices);
-    job.finish(result)
+    job.run(|| start_in(&job, config, run_dir, devices))
 }
 
 fn start_in(job: &Job, config: &TrainConfig, run_dir: &Path, devices: &DeviceArgs) -> Result<()> {
@@ -173,7 +172,7 @@ pub fn resume(args: &ResumeArgs) -> Result<()> {
     }
     let config = TrainConfig::load_run(&config_path, &args.overrides)?;
     let job = Job::from_env()?;
-    let result = (|| {
+    job.run(|| {
         let devices = args.devices.resolve_for(job.local_rank())?;
         let summary = run(
             &config,
@@ -192,8 +191,7 @@ pub fn resume(args: &ResumeArgs) -> Result<()> {
             report(&summary, &args.run_dir);
         }
         Ok(())
-    })();
-    job.finish(result)
+    })
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM (preemption) finish the current step, checkpoint, and exit

@@ -14,7 +14,8 @@ use common::workspace_path;
 use duet_data::{
     AutoReader, Batch, ClipTokenizer, DataError, EvalTransformConfig, ImageTransformConfig, Loader,
     LoaderConfig, LoaderCursor, LoaderSource, LocalStore, MemoryStore, Sampling, ShardReader,
-    ShardStore, SkipReason, TokenizerConfig, TrainTransformConfig, WeightedShard, parse_spec,
+    ShardStore, SkipReason, SlotLoader, TokenizerConfig, TrainTransformConfig, WeightedShard,
+    owned_slots, parse_spec,
 };
 
 /// The bundled sample's training shards: 499 + 498 + 191 = 1,188 good samples
@@ -190,6 +191,47 @@ fn ranks_split_the_shards_without_overlap_or_loss() {
         assert_eq!(keys.len(), TRAIN_SAMPLES, "epoch {epoch}");
         assert_eq!(keys.iter().collect::<BTreeSet<_>>().len(), TRAIN_SAMPLES);
     }
+}
+
+#[test]
+fn two_processes_of_two_readers_read_every_sample_once_per_slot_epoch() {
+    // The trainer's layout: 2 data slots dealt to 2 processes (one SlotLoader each, slot 0 and
+    // slot 1), 2 readers per slot, shuffled exact passes, partial batches kept, 2 epochs. Every
+    // slot epoch covers its shards once, so in each epoch the union over processes is every
+    // sample, once.
+    let mut seen: [Vec<String>; 2] = Default::default();
+    let config = LoaderConfig {
+        epochs: Some(2),
+        drop_last: false,
+        ..train_config(32, Sampling::Exact)
+    };
+    for process in 0..2 {
+        let owned = owned_slots(2, 2, process).expect("2 slots over 2 processes");
+        assert_eq!(owned, process..process + 1);
+        let loader = SlotLoader::start(&config, 2, owned, source(&train_spec()), tokenizer(), None)
+            .expect("starts");
+        for batch in loader {
+            let batch = batch.expect("a batch");
+            assert_eq!(batch.parts.len(), 1);
+            for part in batch.parts {
+                seen[part.epoch as usize].extend(part.keys);
+            }
+        }
+    }
+    for (epoch, keys) in seen.iter().enumerate() {
+        assert_eq!(keys.len(), TRAIN_SAMPLES, "epoch {epoch}");
+        assert_eq!(keys.iter().collect::<BTreeSet<_>>().len(), TRAIN_SAMPLES);
+    }
+    // 3 shards cannot feed 4 slots; 2 slots do not split over 3 processes.
+    let err = SlotLoader::start(&config, 4, 0..1, source(&train_spec()), tokenizer(), None)
+        .expect_err("4 slots, 3 shards");
+    assert!(err.to_string().contains("only 3 shard(s)"), "{err}");
+    let err = owned_slots(2, 3, 0).expect_err("2 over 3");
+    assert!(
+        err.to_string()
+            .contains("do not split evenly over 3 process(es)"),
+        "{err}"
+    );
 }
 
 fn no_samples(config: &LoaderConfig, source: LoaderSource) -> String {

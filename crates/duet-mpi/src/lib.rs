@@ -3,9 +3,10 @@
 //!
 //! MPI carries the job: `mpirun` / `srun --mpi=pmix` start the processes, MPI gives rank and
 //! world, and a rank that dies is noticed by the launcher, which ends the job. What MPI does not
-//! do, this crate adds: a rank that panics ends the job at once ([`abort_job_on_panic`]), and a
-//! collective that waits longer than [`duet_dist::collective_timeout`] for its peers (a peer
-//! hung, not dead) ends it too, naming the operation ([`Mpi`]'s watchdog).
+//! do, this crate adds: [`abort_job`] for a rank that fails (duet-cli calls it, after naming the
+//! rank, on an error or a panic that reaches the run's top), and a watchdog that ends the job
+//! when a collective waits longer than [`duet_dist::collective_timeout`] for its peers (a peer
+//! hung, not dead), naming the operation.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -129,18 +130,6 @@ fn watchdog(
 /// Ends every process of the job with `code` (`MPI_Abort` on `MPI_COMM_WORLD`).
 pub fn abort_job(code: i32) -> ! {
     SimpleCommunicator::world().abort(code)
-}
-
-/// Makes a panic on this rank end the whole job (after printing it, rank named), instead of
-/// leaving the other ranks waiting in their next collective.
-pub fn abort_job_on_panic() {
-    let rank = SimpleCommunicator::world().rank();
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default(info);
-        eprintln!("duet: rank {rank} panicked; ending the job");
-        abort_job(101);
-    }));
 }
 
 fn count(op: &'static str, len: usize) -> Result<i32, CommError> {

@@ -122,7 +122,7 @@ impl std::fmt::Debug for Control {
 }
 
 /// Runs (or resumes) `config` in `run_dir` on `devices` (autodiff devices), as one process of
-/// `comm`'s job: data-parallel over the devices and the processes (see [`crate::parallel`]),
+/// `comm`'s job: data-parallel over the devices and the processes (see ARCHITECTURE.md, duet-train `parallel`),
 /// the model, optimizer and evaluation on the first device.
 pub fn run(
     config: &TrainConfig,

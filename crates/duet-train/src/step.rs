@@ -73,7 +73,7 @@ impl Stepper {
         }
     }
 
-    /// Runs each step data-parallel over `devices` (see [`crate::parallel`]): the batch is split
+    /// Runs each step data-parallel over `devices` (the `parallel` module): the batch is split
     /// into one slice per device, every slice's loss sees the negatives of the whole batch, and
     /// the gradients are summed on `devices[0]`, where the model must live. One device (or none)
     /// is the plain single-device step.
@@ -166,7 +166,7 @@ impl Stepper {
     /// `logit_bias`) get the full-batch gradient once (OpenCLIP sums theirs `accum` times).
     ///
     /// Data parallelism over devices and processes runs the same way, the blocks spread out
-    /// ([`crate::parallel`]); one block on one device runs its two towers on a thread each.
+    /// (the `parallel` module); one block on one device runs its two towers on a thread each.
     pub fn gradients(
         &self,
         model: &ClipModel,

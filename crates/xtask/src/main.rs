@@ -1,6 +1,10 @@
 //! `cargo xtask validate`: format check, clippy with warnings denied, the tests, clippy of the
-//! `wgpu` GPU build (and of the `cuda` one where its LLVM is installed), and the docs with
-//! warnings denied, cheapest first, stopping at the first failure.
+//! `wgpu` GPU build, the multi-process build and its `mpirun` tests where MPI is installed,
+//! clippy of the `cuda` build (and of `cuda` with NCCL) where its LLVM is installed, and the
+//! docs with warnings denied, cheapest first, stopping at the first failure.
+//!
+//! `duet-mpi` links the system's MPI, so the steps that need no MPI leave it out
+//! (`--exclude duet-mpi`): the two README commands work on a machine without it.
 
 use std::process::{Command, ExitCode};
 
@@ -31,8 +35,18 @@ macro_rules! clippy {
 /// The steps, cheapest first.
 const STEPS: &[Step] = &[
     ("format", &["fmt", "--all", "--", "--check"], &[], None),
-    ("clippy", clippy!("--workspace"), &[], None),
-    ("tests", &["test", "--workspace", "--locked"], &[], None),
+    (
+        "clippy",
+        clippy!("--workspace", "--exclude", "duet-mpi"),
+        &[],
+        None,
+    ),
+    (
+        "tests",
+        &["test", "--workspace", "--exclude", "duet-mpi", "--locked"],
+        &[],
+        None,
+    ),
     // The GPU backend that builds anywhere (no GPU or driver needed to compile), so it cannot
     // break unnoticed.
     (
@@ -40,6 +54,30 @@ const STEPS: &[Step] = &[
         clippy!("--package", "duet-cli", "--features", "wgpu"),
         &[],
         None,
+    ),
+    // Several processes: everything with MPI and NCCL (cudarc loads CUDA and NCCL at run time,
+    // so this builds without a GPU), then the `mpirun -np 2` tests. `--workspace` keeps the
+    // dependencies' features those of the steps above, so only the MPI crates and duet-cli
+    // build again. scripts/setup_mpi.sh installs MPI; .ci/run runs it.
+    (
+        "mpi",
+        clippy!("--workspace", "--features", "duet-cli/nccl"),
+        &[],
+        Some(mpi_missing),
+    ),
+    (
+        "mpi tests",
+        &[
+            "test",
+            "--workspace",
+            "--features",
+            "duet-cli/mpi",
+            "--test",
+            "mpi",
+            "--locked",
+        ],
+        &[],
+        Some(mpi_missing),
     ),
     // The CUDA build needs burn's LLVM with NVPTX, which scripts/setup_cuda_llvm.sh installs
     // from PyPI (~400 MB); where it is installed, the build is checked like wgpu's.
@@ -49,13 +87,64 @@ const STEPS: &[Step] = &[
         &[],
         Some(cuda_llvm_missing),
     ),
+    // NCCL next to CUDA: the multi-GPU build (needs both set-ups).
+    (
+        "cuda + nccl",
+        clippy!("--package", "duet-cli", "--features", "cuda,nccl"),
+        &[],
+        Some(cuda_or_mpi_missing),
+    ),
     (
         "docs",
-        &["doc", "--workspace", "--no-deps", "--locked"],
+        &[
+            "doc",
+            "--workspace",
+            "--exclude",
+            "duet-mpi",
+            "--no-deps",
+            "--locked",
+        ],
         &[("RUSTDOCFLAGS", "-D warnings")],
         None,
     ),
+    (
+        "mpi docs",
+        &[
+            "doc",
+            "--package",
+            "duet-mpi",
+            "--features",
+            "nccl",
+            "--no-deps",
+            "--locked",
+        ],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+        Some(mpi_missing),
+    ),
 ];
+
+/// Why the MPI steps cannot run: no `mpicc` (rsmpi's build finds MPI through it) or no
+/// `mpirun` on PATH.
+fn mpi_missing() -> Option<String> {
+    let found = |tool: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+    };
+    let missing: Vec<&str> = ["mpicc", "mpirun"]
+        .into_iter()
+        .filter(|tool| !found(tool))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "no {} on PATH (run scripts/setup_mpi.sh to check and test the multi-process build)",
+            missing.join(" or ")
+        )
+    })
+}
+
+fn cuda_or_mpi_missing() -> Option<String> {
+    cuda_llvm_missing().or_else(mpi_missing)
+}
 
 /// Why the `cuda` step cannot run: the LLVM tree cubecl-llvm links (and would otherwise try to
 /// download, which fails offline) is not installed where its build script looks.
