@@ -37,6 +37,7 @@ use duet_data::LoaderCursor;
 use duet_model::{ClipConfig, ClipModel, ModelFormat, load_weights, read_config, save_duet};
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::resolve_model_dir;
 use crate::optim::float_params;
 use crate::{TrainConfig, TrainError};
 
@@ -127,17 +128,6 @@ pub(crate) fn bad(path: &Path, message: impl Into<String>) -> TrainError {
         path: path.to_path_buf(),
         message: message.into(),
     }
-}
-
-/// The model directory `path` stands for: a run directory stands for its latest checkpoint;
-/// anything else (a model directory, a checkpoint) for itself.
-pub fn resolve_model_dir(path: &Path) -> Result<PathBuf, TrainError> {
-    let latest = path.join("checkpoints").join("latest");
-    if !latest.is_file() {
-        return Ok(path.to_path_buf());
-    }
-    let name = std::fs::read_to_string(&latest).map_err(|e| io(&latest, e))?;
-    Ok(path.join("checkpoints").join(name.trim()))
 }
 
 /// `step-00000300`.

@@ -5,13 +5,15 @@
 //! [`duet_dist::Collective`]), checkpoints ([`checkpoint`]) and the run loop ([`run()`]).
 //!
 //! Modules and their arrows, one way: `run` → `start`, `step`, `evaluate`, `metrics`,
-//! `checkpoint`; `step` → `parallel` → `towers`, `sync`; `config` → `evaluate` (its sets'
+//! `checkpoint`; `start` → `checkpoint`, `sync`, `step`; `step` → `optim`, `parallel` →
+//! `towers`, `sync`; `towers`, `sync` → `lazy`; `checkpoint` → `config` → `evaluate` (its sets'
 //! types), `lock`, `schedule`.
 
 pub mod checkpoint;
 mod config;
 mod error;
 mod evaluate;
+mod lazy;
 pub mod lock;
 mod metrics;
 pub mod optim;
@@ -33,6 +35,7 @@ pub use evaluate::{
 };
 pub use lock::LockConfig;
 pub use metrics::MetricsRow;
-pub use run::{Control, Progress, ProgressFn, RunSummary, Start, loader_config, run};
+pub use run::{Control, Progress, ProgressFn, RunSummary, loader_config, run};
 pub use schedule::ScheduleConfig;
+pub use start::Start;
 pub use step::{MAX_LOGIT_SCALE, StepReport, Stepper};

@@ -20,18 +20,9 @@ use duet_model::{ClipConfig, ClipModel};
 use crate::checkpoint::{self, CHECKPOINT_FORMAT_VERSION, TrainState};
 use crate::evaluate::{EvalResult, evaluate, metrics_row};
 use crate::metrics::{MetricsRow, append_metrics};
-use crate::start::{Layout, Started, agree};
+use crate::start::{Layout, Start, Started, agree};
 use crate::sync::{comm_error, fingerprint};
 use crate::{StepReport, Stepper, TrainConfig, TrainError};
-
-/// How a run starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// From a fresh, seeded initialisation; the run directory must not hold checkpoints.
-    Fresh,
-    /// From the newest good checkpoint in the run directory.
-    Resume,
-}
 
 /// What a run did.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,17 +4,26 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::tensor::Device;
 use duet_data::{LoaderCursor, owned_slots};
 use duet_dist::Collective;
 use duet_model::{ClipConfig, ClipModel};
 
-use crate::checkpoint::{self, bad, io, resolve_model_dir};
+use crate::checkpoint::{self, bad, io};
+use crate::config::resolve_model_dir;
+use crate::lazy::materialize;
 use crate::metrics::truncate_metrics;
-use crate::run::Start;
 use crate::sync::{broadcast_model, comm_error, fingerprint};
 use crate::{Stepper, TrainConfig, TrainError, lock};
+
+/// How a run starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// From a fresh, seeded initialisation; the run directory must not hold checkpoints.
+    Fresh,
+    /// From the newest good checkpoint in the run directory.
+    Resume,
+}
 
 /// How a run's global batch is spread over processes, devices and data slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,23 +309,6 @@ fn seeded_init(clip: &ClipConfig, device: &Device, seed: u64) -> Result<ClipMode
     // burn initialises parameters lazily, at first use: draw them all now, under the lock.
     materialize(&model);
     Ok(model)
-}
-
-/// Draws every parameter of `model` that burn has not initialised yet, in module order (a
-/// no-op for one already drawn).
-pub(crate) fn materialize(model: &ClipModel) {
-    model.visit(&mut Materialize);
-}
-
-struct Materialize;
-
-impl burn::module::ModuleVisitor for Materialize {
-    fn visit_float<const D: usize>(
-        &mut self,
-        param: &burn::module::Param<burn::tensor::Tensor<D>>,
-    ) {
-        drop(param.val());
-    }
 }
 
 /// The pretrained model at `from` (a model directory, checkpoint or run directory).

@@ -192,7 +192,7 @@ pub(crate) fn broadcast_model(
     if comm.world() == 1 {
         return Ok(model);
     }
-    crate::start::materialize(&model);
+    crate::lazy::materialize(&model);
     let mut all = AllValues { values: Vec::new() };
     model.visit(&mut all);
     let mut values = all.values;

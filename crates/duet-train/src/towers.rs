@@ -24,7 +24,7 @@ pub(crate) fn encode_apart(
 ) -> (Tensor<2>, Tensor<2>) {
     // burn draws parameters lazily, at first use, from a process-wide generator: drawn by two
     // threads at once, they would interleave. Draw any still pending here, in module order.
-    crate::start::materialize(model);
+    crate::lazy::materialize(model);
     let replica = model.clone();
     side_by_side(
         move || replica.encode_image(images),

@@ -18,14 +18,13 @@
 //! `--set section.key=value` overrides are applied to the TOML before it is read, so they are
 //! checked the same way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use duet_loss::Loss;
 use duet_model::{ClipConfig, config_from_name_or_path, read_config};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
-use crate::checkpoint::resolve_model_dir;
 use crate::evaluate::EvalConfig;
 use crate::lock::LockConfig;
 use crate::schedule::ScheduleConfig;
@@ -236,4 +235,18 @@ impl TrainConfig {
         })?;
         Ok(clip)
     }
+}
+
+/// The model directory `path` stands for: a run directory stands for its latest checkpoint;
+/// anything else (a model directory, a checkpoint) for itself.
+pub fn resolve_model_dir(path: &Path) -> Result<PathBuf, TrainError> {
+    let latest = path.join("checkpoints").join("latest");
+    if !latest.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let name = std::fs::read_to_string(&latest).map_err(|e| TrainError::Checkpoint {
+        path: latest.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(path.join("checkpoints").join(name.trim()))
 }

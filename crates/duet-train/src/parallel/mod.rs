@@ -86,7 +86,7 @@ pub(crate) fn gradients(
 
     // burn draws parameters lazily from a process-wide generator: draw any still pending
     // before the replicas are forked and the ranks' threads start.
-    crate::start::materialize(model);
+    crate::lazy::materialize(model);
     let locals: Vec<_> = images
         .chunk(devices.len(), 0)
         .into_iter()

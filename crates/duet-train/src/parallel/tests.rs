@@ -17,7 +17,7 @@ fn setup(loss: Loss) -> (ClipModel, Tensor<4>, Tensor<2, Int>) {
     config.logit_scale_init = 2.0;
     config.logit_bias_init = loss.init_logit_bias();
     let model = config.init(&device).expect("model");
-    crate::start::materialize(&model);
+    crate::lazy::materialize(&model);
     let images = Tensor::<4>::random([8, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
     let mut ids = vec![0_i64; 8 * 77];
     for (i, row) in ids.chunks_mut(77).enumerate() {
