@@ -39,6 +39,15 @@ fn mpirun_command(np: usize, args: &[&str], env: &[(&str, &str)]) -> Command {
     command
 }
 
+/// `mpirun -np 2 duet <args>`, started in the background, its output captured.
+fn spawn_two(args: &[String], env: &[(&str, &str)]) -> Child {
+    mpirun_command(2, &strs(args), env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun starts")
+}
+
 fn mpirun(np: usize, args: &[&str], env: &[(&str, &str)]) -> Output {
     mpirun_command(np, args, env).output().expect("mpirun runs")
 }
@@ -277,11 +286,7 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_bitwise() {
     );
 
     let killed = tmp.path().join("killed");
-    let child = mpirun_command(2, &strs(&run_args(&killed, 16, &[])), &[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mpirun starts");
+    let child = spawn_two(&run_args(&killed, 16, &[]), &[]);
     let victim = rank_pid(&child, 1);
     let latest = killed.join("checkpoints/latest");
     wait_for(&latest);
@@ -322,11 +327,7 @@ fn a_signal_to_one_rank_stops_all_at_one_step_and_the_run_resumes_elastically() 
     // the same step and the job exits 0. Then one process goes on, accumulating 2 micro-batches
     // to keep the global batch of 16.
     let run = tmp.path().join("two-then-one");
-    let child = mpirun_command(2, &strs(&run_args(&run, 12, &[])), &[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mpirun starts");
+    let child = spawn_two(&run_args(&run, 12, &[]), &[]);
     let rank1 = rank_pid(&child, 1);
     wait_for(&run.join("checkpoints/latest"));
     signal(rank1, "-TERM");
@@ -383,15 +384,10 @@ fn a_hung_rank_ends_the_job_naming_the_collective() {
     let _job = serial();
     let tmp = tempfile::tempdir().expect("temp dir");
     let run = tmp.path().join("hung");
-    let child = mpirun_command(
-        2,
-        &strs(&run_args(&run, 1000, &[])),
+    let child = spawn_two(
+        &run_args(&run, 1000, &[]),
         &[("DUET_COLLECTIVE_TIMEOUT_S", "3")],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("mpirun starts");
+    );
     let rank1 = rank_pid(&child, 1);
     wait_for(&run.join("checkpoints/latest"));
     signal(rank1, "-STOP");

@@ -313,3 +313,36 @@ fn fresh_start_refuses_a_run_directory_with_checkpoints() {
         "{err}"
     );
 }
+
+#[test]
+fn a_checkpoint_write_killed_midway_is_never_trusted() {
+    // A kill while the step-4 checkpoint is being written leaves its files in
+    // `.tmp-step-00000004/` (truncated, no manifest) and `latest` at step 2: resume ignores the
+    // temporary directory and continues from step 2, to the uninterrupted run's losses.
+    let full_dir = tempfile::tempdir().expect("temp dir");
+    let full = train(full_dir.path(), Start::Fresh, None);
+    let dir = tempfile::tempdir().expect("temp dir");
+    train(dir.path(), Start::Fresh, Some(3));
+    let checkpoints = dir.path().join("checkpoints");
+    let partial = checkpoints.join(".tmp-step-00000004");
+    std::fs::create_dir(&partial).expect("mkdir");
+    let weights = std::fs::read(checkpoints.join("step-00000002/model.safetensors")).expect("w");
+    std::fs::write(
+        partial.join("model.safetensors"),
+        &weights[..weights.len() / 2],
+    )
+    .expect("write");
+    std::fs::copy(
+        checkpoints.join("step-00000002/state.json"),
+        partial.join("state.json"),
+    )
+    .expect("copy");
+    let tail = train(dir.path(), Start::Resume, None);
+    assert_eq!(tail.started_at, 2, "the partial write is not a checkpoint");
+    assert!(
+        tail.skipped_checkpoints.is_empty(),
+        "{:?}",
+        tail.skipped_checkpoints
+    );
+    assert_eq!(bits(&tail.losses), bits(&full.losses[2..]));
+}
