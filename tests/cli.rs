@@ -628,6 +628,41 @@ fn pretrain_on_two_cpu_ranks_prints_the_global_batch() {
 }
 
 #[test]
+fn an_impossible_batch_is_refused_in_one_line_before_any_work() {
+    // 9,999,999,999 pairs a step: the estimate alone is petabytes. The run is refused before
+    // anything is written, naming the key and the memory, instead of aborting mid-run.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("run");
+    let dir_str = dir.to_str().expect("utf-8 path");
+    let out = duet(&[
+        "pretrain",
+        "--config",
+        "configs/tiny.toml",
+        "--set",
+        "train.batch_size=9999999999",
+        "--run-dir",
+        dir_str,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an error, not an abort: {stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("train.batch_size"))
+        .unwrap_or_else(|| panic!("names the key:\n{stderr}"));
+    assert!(
+        line.contains("9999999999 samples per micro-batch need at least"),
+        "{line}"
+    );
+    assert!(line.contains("EiB per process for a step"), "{line}");
+    assert!(line.contains("available"), "{line}");
+    assert!(!dir.exists(), "refused before any work");
+}
+
+#[test]
 fn sigterm_checkpoints_and_exits_cleanly() {
     // Preemption: SIGTERM finishes the current step, saves a checkpoint at it, exits 0.
     let tmp = tempfile::tempdir().expect("temp dir");

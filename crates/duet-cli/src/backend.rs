@@ -115,6 +115,25 @@ impl DeviceArgs {
     }
 }
 
+/// The memory a training step of this process may use: on the CPU, the machine's available
+/// memory (`MemAvailable`) shared by the job's `local_processes` on this node; `None` on a GPU
+/// (its memory is not read yet) or where `/proc/meminfo` cannot be read.
+pub fn memory_budget(devices: &[Device], local_processes: usize) -> Option<u64> {
+    let cpu = Device::flex().autodiff();
+    if !devices.iter().all(|d| *d == cpu) {
+        return None;
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024 / local_processes.max(1) as u64)
+}
+
 /// One `--devices` entry: `cpu`, `wgpu` (wgpu's preferred adapter), `wgpu:N` (the N-th adapter
 /// wgpu lists, counted from 0 as `--devices all` lists them), `cuda` or `cuda:N`.
 fn parse_device(entry: &str) -> Result<Device> {

@@ -20,7 +20,7 @@ use crate::backend::DeviceArgs;
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Time training steps (forward, InfoNCE, backward, global-norm clip, AdamW) on a fixed
-    /// random batch.
+    /// random batch, with the process's peak RSS (on a GPU backend, host memory only).
     Step(StepArgs),
     /// Peak memory (RSS) and time of one rank's contrastive loss, forward and backward, on
     /// random features: the global `[B, B]` logits, or with `--local-loss` the rank's `B /
@@ -149,18 +149,20 @@ fn step(args: &StepArgs) -> Result<()> {
                 "devices": devices.len(), "steps": args.steps, "params": params,
                 "median_ms": median * 1e3, "mean_ms": mean * 1e3,
                 "samples_per_sec": batch as f64 / median, "last_loss": loss,
+                "peak_rss_mib": peak_rss_bytes()? as f64 / (1024.0 * 1024.0),
             })
         );
     } else {
         println!(
             "{} @ {size} px, batch {batch} on {} device(s), {params} parameters: median {:.1} ms \
-             per step (mean {:.1}), {:.1} samples/s over {} steps",
+             per step (mean {:.1}), {:.1} samples/s over {} steps, peak RSS {:.0} MiB",
             args.model,
             devices.len(),
             median * 1e3,
             mean * 1e3,
             batch as f64 / median,
-            args.steps
+            args.steps,
+            peak_rss_bytes()? as f64 / (1024.0 * 1024.0)
         );
     }
     Ok(())

@@ -52,6 +52,11 @@ impl Job {
         self.launch.as_ref().and_then(|l| l.local_rank)
     }
 
+    /// Processes of this job on this node (1 without a launcher or when it does not say).
+    pub fn local_size(&self) -> usize {
+        self.launch.as_ref().and_then(|l| l.local_size).unwrap_or(1)
+    }
+
     /// `work()`; in a job of several processes, an error or a panic (from any of the rank's
     /// threads, re-raised here) is printed with this rank and ends the whole job, so no peer
     /// waits for this one. A panic that is caught where it happens (a corrupt JPEG inside the

@@ -151,7 +151,7 @@ fn start_in(job: &Job, config: &TrainConfig, run_dir: &Path, devices: &DeviceArg
         run_dir,
         &devices,
         Start::Fresh,
-        &control(job)?,
+        &control(job, &devices)?,
         job.comm(),
     )
     .with_context(|| format!("run {}", run_dir.display()))?;
@@ -179,7 +179,7 @@ pub fn resume(args: &ResumeArgs) -> Result<()> {
             &args.run_dir,
             &devices,
             Start::Resume,
-            &control(&job)?,
+            &control(&job, &devices)?,
             job.comm(),
         )
         .with_context(|| format!("resume {}", args.run_dir.display()))?;
@@ -197,7 +197,7 @@ pub fn resume(args: &ResumeArgs) -> Result<()> {
 /// SIGINT (Ctrl-C) and SIGTERM (preemption) finish the current step, checkpoint, and exit
 /// cleanly; `duet resume` continues from there. In a job of several processes a signal to any
 /// rank stops every rank after the same step; rank 0 alone draws the progress bar.
-fn control(job: &Job) -> Result<Control> {
+fn control(job: &Job, devices: &[burn::tensor::Device]) -> Result<Control> {
     let flag = Arc::new(AtomicBool::new(false));
     let handler_flag = flag.clone();
     ctrlc::set_handler(move || {
@@ -209,6 +209,7 @@ fn control(job: &Job) -> Result<Control> {
         stop_before: None,
         interrupt: Some(flag),
         progress: job.is_root().then(progress_bar),
+        memory_budget: crate::backend::memory_budget(devices, job.local_size()),
     })
 }
 

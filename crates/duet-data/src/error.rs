@@ -142,6 +142,19 @@ pub enum DataError {
         skipped: crate::SkipCounts,
     },
 
+    /// A batch buffer could not be allocated (a batch far too large for the machine).
+    #[error(
+        "cannot allocate {what} of {bytes} bytes for a batch of {batch_size}; lower the batch size"
+    )]
+    OutOfMemory {
+        /// Which buffer.
+        what: &'static str,
+        /// Its size.
+        bytes: u128,
+        /// The configured batch size.
+        batch_size: usize,
+    },
+
     /// The data slots do not fit the shards, the ranks or the cursors.
     #[error("data slots: {reason}")]
     Slots {

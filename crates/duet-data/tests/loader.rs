@@ -234,6 +234,32 @@ fn two_processes_of_two_readers_read_every_sample_once_per_slot_epoch() {
     );
 }
 
+#[test]
+fn a_batch_too_large_to_allocate_is_an_error_not_an_abort() {
+    // 2^40 samples a batch: the pending samples alone would take terabytes; the loader says so
+    // instead of the allocator aborting the process.
+    let mut loader = Loader::start(
+        &train_config(1 << 40, Sampling::Exact),
+        source(&train_spec()),
+        tokenizer(),
+        None,
+    )
+    .expect("starts");
+    match loader.next() {
+        Some(Err(error @ DataError::OutOfMemory { .. })) => {
+            assert!(
+                error.to_string().contains("for a batch of 1099511627776"),
+                "{error}"
+            );
+        }
+        other => panic!(
+            "expected OutOfMemory, got {:?}",
+            other.map(|b| b.map(|b| b.len()))
+        ),
+    }
+    assert!(loader.next().is_none(), "the stream ends after the error");
+}
+
 fn no_samples(config: &LoaderConfig, source: LoaderSource) -> String {
     let mut loader = Loader::start(config, source, tokenizer(), None).expect("starts");
     match loader.next() {

@@ -14,6 +14,8 @@ pub struct Launch {
     pub rank: usize,
     /// Its rank among the processes of its node, when the launcher says (picks the GPU).
     pub local_rank: Option<usize>,
+    /// How many of the job's processes share its node, when the launcher says.
+    pub local_size: Option<usize>,
 }
 
 /// The job this process belongs to, from the launcher's variables: Open MPI's
@@ -26,22 +28,30 @@ pub fn detect_launch() -> Result<Option<Launch>, CommError> {
 }
 
 fn detect_from(var: impl Fn(&str) -> Option<String>) -> Result<Option<Launch>, CommError> {
-    let schemes: [(&'static str, &str, &str, &str); 3] = [
+    let schemes: [(&'static str, &str, &str, &str, &str); 3] = [
         (
             "Open MPI",
             "OMPI_COMM_WORLD_SIZE",
             "OMPI_COMM_WORLD_RANK",
             "OMPI_COMM_WORLD_LOCAL_RANK",
+            "OMPI_COMM_WORLD_LOCAL_SIZE",
         ),
-        ("MPICH", "PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID"),
+        (
+            "MPICH",
+            "PMI_SIZE",
+            "PMI_RANK",
+            "MPI_LOCALRANKID",
+            "MPI_LOCALNRANKS",
+        ),
         (
             "Slurm",
             "SLURM_STEP_NUM_TASKS",
             "SLURM_PROCID",
             "SLURM_LOCALID",
+            "SLURM_NTASKS_PER_NODE",
         ),
     ];
-    for (launcher, size, rank, local) in schemes {
+    for (launcher, size, rank, local, local_count) in schemes {
         let Some(world) = var(size) else {
             continue;
         };
@@ -60,6 +70,11 @@ fn detect_from(var: impl Fn(&str) -> Option<String>) -> Result<Option<Launch>, C
             }
         };
         let local_rank = var(local).map(|v| number(local, &v)).transpose()?;
+        // Slurm writes e.g. `2(x3)` for uneven nodes; the leading count is this layout's.
+        let local_size = var(local_count).and_then(|v| {
+            let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<usize>().ok().filter(|n| *n > 0)
+        });
         if world == 0 || rank >= world {
             return Err(CommError::Launch(format!(
                 "{launcher} says rank {rank} of {world}"
@@ -73,6 +88,7 @@ fn detect_from(var: impl Fn(&str) -> Option<String>) -> Result<Option<Launch>, C
             world,
             rank,
             local_rank,
+            local_size,
         }));
     }
     Ok(None)
@@ -98,6 +114,7 @@ mod tests {
             ("OMPI_COMM_WORLD_SIZE", "4"),
             ("OMPI_COMM_WORLD_RANK", "3"),
             ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+            ("OMPI_COMM_WORLD_LOCAL_SIZE", "2"),
         ]);
         assert_eq!(
             open_mpi.expect("valid"),
@@ -105,7 +122,8 @@ mod tests {
                 launcher: "Open MPI",
                 world: 4,
                 rank: 3,
-                local_rank: Some(1)
+                local_rank: Some(1),
+                local_size: Some(2),
             })
         );
         let slurm = detect(&[("SLURM_STEP_NUM_TASKS", "2"), ("SLURM_PROCID", "0")]);

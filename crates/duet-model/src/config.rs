@@ -108,7 +108,32 @@ impl VisionConfig {
     }
 }
 
+/// Parameters of one pre-norm block of `width` with an MLP of `mlp`: two LayerNorms (gain and
+/// bias), q/k/v/out projections with bias, and the two MLP layers with bias.
+fn block_params(width: usize, mlp: usize) -> usize {
+    2 * 2 * width + 4 * (width * width + width) + (width * mlp + mlp) + (mlp * width + width)
+}
+
 impl ClipConfig {
+    /// The number of float parameters of the model this config builds, counted from the
+    /// shapes (the tests count a built model's).
+    pub fn num_params(&self) -> usize {
+        let (v, t) = (&self.vision, &self.text);
+        let vision = 3 * v.patch_size * v.patch_size * v.width // patch embedding, no bias
+            + v.width // class token
+            + v.num_positions() * v.width
+            + 2 * v.width // ln_pre
+            + v.layers * block_params(v.width, v.mlp_dim)
+            + 2 * v.width // ln_post
+            + v.width * self.embed_dim; // projection, no bias
+        let text = t.vocab_size * t.width
+            + t.context_length * t.width
+            + t.layers * block_params(t.width, t.mlp_dim)
+            + 2 * t.width // ln_final
+            + t.width * self.embed_dim;
+        vision + text + 1 + usize::from(self.logit_bias_init.is_some())
+    }
+
     /// Checks every constraint the model relies on; the error names the offending key.
     pub fn validate(&self) -> Result<(), ModelError> {
         let v = &self.vision;
@@ -182,6 +207,27 @@ mod tests {
         // 224 / 32 = 7 patches per side, 7 * 7 + 1 class token = 50 positions.
         assert_eq!(cfg.vision.grid_size(), 7);
         assert_eq!(cfg.vision.num_positions(), 50);
+    }
+
+    #[test]
+    fn parameter_counts_are_the_built_models() {
+        use burn::module::{Module, ModuleVisitor, Param};
+        use burn::tensor::{Device, Tensor};
+        struct Count(usize);
+        impl ModuleVisitor for Count {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0 += param.lazy_shape().num_elements();
+            }
+        }
+        // ViT-B-32: OpenCLIP lists 151.28 M parameters for it (87.85 M image, 63.43 M text).
+        for name in ["tiny", "ViT-B-32"] {
+            let cfg = preset(name).expect("bundled preset");
+            let mut count = Count(0);
+            cfg.init(&Device::flex()).expect("model").visit(&mut count);
+            assert_eq!(cfg.num_params(), count.0, "{name}");
+        }
+        let b32 = preset("ViT-B-32").expect("bundled preset").num_params();
+        assert!((151_270_000..151_290_000).contains(&b32), "{b32}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod error;
 mod evaluate;
 mod lazy;
 pub mod lock;
+mod memory;
 mod metrics;
 pub mod optim;
 mod parallel;
@@ -34,6 +35,7 @@ pub use evaluate::{
     EvalConfig, EvalMetrics, EvalResult, RetrievalSet, ZeroShotSet, evaluate, metrics_row,
 };
 pub use lock::LockConfig;
+pub use memory::StepMemory;
 pub use metrics::MetricsRow;
 pub use run::{Control, Progress, ProgressFn, RunSummary, loader_config, run};
 pub use schedule::ScheduleConfig;

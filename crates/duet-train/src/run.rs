@@ -100,6 +100,10 @@ pub struct Control {
     pub interrupt: Option<Arc<AtomicBool>>,
     /// Called after every step (a progress bar).
     pub progress: Option<ProgressFn>,
+    /// Bytes this process's step may use (on the CPU, the machine's available memory shared by
+    /// its processes): a configured step whose [`crate::StepMemory`] estimate exceeds it is
+    /// refused before any work. `None`: not checked.
+    pub memory_budget: Option<u64>,
 }
 
 impl std::fmt::Debug for Control {
@@ -108,6 +112,7 @@ impl std::fmt::Debug for Control {
             .field("stop_before", &self.stop_before)
             .field("interrupt", &self.interrupt)
             .field("progress", &self.progress.is_some())
+            .field("memory_budget", &self.memory_budget)
             .finish()
     }
 }
@@ -124,7 +129,14 @@ pub fn run(
     comm: &dyn Collective,
 ) -> Result<RunSummary, TrainError> {
     let comm = Metered::new(comm);
-    let started = crate::start::start(config, run_dir, devices, start, &comm)?;
+    let started = crate::start::start(
+        config,
+        run_dir,
+        devices,
+        start,
+        &comm,
+        control.memory_budget,
+    )?;
     let mut trainer = Trainer::new(config, run_dir, devices, started, &comm)?;
     for step in trainer.started_at..config.train.steps {
         if control.stop_before == Some(step) {

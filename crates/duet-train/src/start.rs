@@ -12,6 +12,7 @@ use duet_model::{ClipConfig, ClipModel};
 use crate::checkpoint::{self, bad, io};
 use crate::config::resolve_model_dir;
 use crate::lazy::materialize;
+use crate::memory::StepMemory;
 use crate::metrics::truncate_metrics;
 use crate::sync::{broadcast_model, comm_error, fingerprint};
 use crate::{Stepper, TrainConfig, TrainError, lock};
@@ -101,16 +102,24 @@ pub(crate) fn start(
     devices: &[Device],
     start: Start,
     comm: &dyn Collective,
+    memory_budget: Option<u64>,
 ) -> Result<Started, TrainError> {
     let Some(device) = devices.first() else {
         return Err(TrainError::invalid("devices", "no device given"));
     };
     agree_on_config(config, comm)?;
+    let fits = |clip: &ClipConfig, layout: &Layout| match memory_budget {
+        Some(budget) => StepMemory::estimate(config, clip, layout).check(config, budget),
+        None => Ok(()),
+    };
     match start {
-        Start::Fresh => fresh(config, run_dir, devices, device, comm),
-        Start::Resume => resume(config, run_dir, devices, device, comm),
+        Start::Fresh => fresh(config, run_dir, devices, device, comm, &fits),
+        Start::Resume => resume(config, run_dir, devices, device, comm, &fits),
     }
 }
+
+/// Whether the configured step fits in memory (see [`StepMemory`]).
+type Fits<'a> = dyn Fn(&ClipConfig, &Layout) -> Result<(), TrainError> + 'a;
 
 fn fresh(
     config: &TrainConfig,
@@ -118,9 +127,12 @@ fn fresh(
     devices: &[Device],
     device: &Device,
     comm: &dyn Collective,
+    fits: &Fits<'_>,
 ) -> Result<Started, TrainError> {
     let slots = config.data.slots.unwrap_or(comm.world());
     let layout = Layout::new(config, devices.len(), comm, slots)?;
+    let clip = config.clip_config()?;
+    fits(&clip, &layout)?;
     // The resolved config records the slot count: a resume on another process count keeps it.
     let mut resolved = config.clone();
     resolved.data.slots = Some(slots);
@@ -140,7 +152,6 @@ fn fresh(
         let metrics = run_dir.join("metrics.jsonl");
         std::fs::write(&metrics, "").map_err(|e| io(&metrics, e))?;
     }
-    let clip = config.clip_config()?;
     let model = match &config.model.from {
         Some(from) => pretrained(from, device)?,
         None => seeded_init(&clip, device, config.train.seed)?,
@@ -166,6 +177,7 @@ fn resume(
     devices: &[Device],
     device: &Device,
     comm: &dyn Collective,
+    fits: &Fits<'_>,
 ) -> Result<Started, TrainError> {
     let checkpoints = run_dir.join("checkpoints");
     let (restored, skipped_checkpoints) = checkpoint::load_latest(&checkpoints, device)?;
@@ -193,6 +205,7 @@ fn resume(
         ));
     }
     let layout = Layout::new(config, devices.len(), comm, slots)?;
+    fits(&clip, &layout)?;
     if layout.global_batch != state.global_batch() {
         tracing::warn!(
             "this run trained with a global batch of {} ({} process(es) × {} device(s)) and \

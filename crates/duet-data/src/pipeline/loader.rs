@@ -440,7 +440,17 @@ impl Producer {
 
     /// Produces until the consumer hangs up, the epochs are done, or an error (which is sent).
     fn run(mut self, tx: &SyncSender<Result<Batch, DataError>>) {
-        let mut pending: Vec<Sample> = Vec::with_capacity(self.config.batch_size);
+        let mut pending: Vec<Sample> = Vec::new();
+        if let Err(error) = reserve(
+            &mut pending,
+            self.config.batch_size,
+            "the pending samples",
+            self.config.batch_size,
+        ) {
+            // The receiver may be gone; nothing else to do with the error then.
+            let _ = tx.send(Err(error));
+            return;
+        }
         loop {
             match self.chunk(&mut pending, tx) {
                 Ok(Flow::Continue) => {}
@@ -575,6 +585,15 @@ impl Producer {
             .find(|v: &Vec<f32>| v.capacity() >= needed)
             .unwrap_or_default();
         images.clear();
+        if let Err(error) = reserve(
+            &mut images,
+            needed,
+            "the batch's images",
+            self.config.batch_size,
+        ) {
+            let _ = tx.send(Err(error));
+            return false;
+        }
         images.resize(needed, 0.0);
         // Normalising straight into the batch, in parallel: no per-sample float buffers.
         let normalize = self.processor.transform.normalize();
@@ -591,9 +610,33 @@ impl Producer {
             self.processor.tokenizer.context_length(),
             self.cursor.clone(),
         );
-        pending.reserve(self.config.batch_size);
+        if let Err(error) = reserve(
+            pending,
+            self.config.batch_size,
+            "the pending samples",
+            self.config.batch_size,
+        ) {
+            let _ = tx.send(Err(error));
+            return false;
+        }
         tx.send(Ok(batch)).is_ok()
     }
+}
+
+/// Room for `count` items in `buffer`, or an error instead of the allocator's abort.
+fn reserve<T>(
+    buffer: &mut Vec<T>,
+    count: usize,
+    what: &'static str,
+    batch_size: usize,
+) -> Result<(), DataError> {
+    buffer
+        .try_reserve_exact(count.saturating_sub(buffer.len()))
+        .map_err(|_| DataError::OutOfMemory {
+            what,
+            bytes: count as u128 * std::mem::size_of::<T>() as u128,
+            batch_size,
+        })
 }
 
 enum Flow {

@@ -164,7 +164,9 @@ impl TrainSection {
     /// Samples per optimizer step on `ranks` data-parallel devices (over every process):
     /// `batch_size × accum_freq × ranks`, every one a negative for every other.
     pub fn global_batch(&self, ranks: usize) -> usize {
-        self.batch_size * self.accum_freq * ranks
+        self.batch_size
+            .saturating_mul(self.accum_freq)
+            .saturating_mul(ranks)
     }
 }
 

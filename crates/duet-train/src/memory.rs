@@ -1,0 +1,194 @@
+//! What a configured step needs in memory, estimated before any work, so that a batch that
+//! cannot fit is refused in one line naming `train.batch_size` instead of aborting the process
+//! mid-run ("memory allocation of … bytes failed").
+//!
+//! The estimate is a lower bound, counted from the shapes: what the backward must keep (per
+//! token of each block: the two LayerNorms' inputs and outputs, q, k, v, the attention output,
+//! the attention probabilities, the MLP's hidden layer before and after its non-linearity),
+//! the weights, their gradients and AdamW's two moments, the batch's buffers, and the logits
+//! with their gradients. burn keeps some further intermediates, so a step needs more than this
+//! (BENCHMARKS.md compares it with measured peaks); refusing only above the lower bound never
+//! refuses a step that would fit.
+
+use duet_loss::Loss;
+use duet_model::ClipConfig;
+
+use crate::start::Layout;
+use crate::{TrainConfig, TrainError};
+
+const F32: u128 = 4;
+
+/// A step's memory, by part, in bytes, for one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepMemory {
+    /// Activations the backward keeps, for the blocks alive at once.
+    pub activations: u64,
+    /// Weights, gradients and AdamW's moments.
+    pub parameters: u64,
+    /// The images and token ids of this process's share of a step.
+    pub batch: u64,
+    /// The logits and their gradients.
+    pub logits: u64,
+}
+
+impl StepMemory {
+    /// The step `config` configures for `clip` on this process, laid out as `layout`. Counted
+    /// in 128 bits and saturated to `u64::MAX`: an absurd batch gives a huge estimate, never an
+    /// overflow.
+    pub(crate) fn estimate(config: &TrainConfig, clip: &ClipConfig, layout: &Layout) -> Self {
+        let train = &config.train;
+        let (v, t) = (&clip.vision, &clip.text);
+        let per_sample =
+            tower_activations(v.num_positions(), v.width, v.heads, v.mlp_dim, v.layers)
+                + tower_activations(t.context_length, t.width, t.heads, t.mlp_dim, t.layers);
+        let n = |x: usize| x as u128;
+        // Without accumulation every local device's block keeps its graph until the loss; with
+        // it, one micro-batch is alive at a time (the others are cached features).
+        let alive = if train.accum_freq == 1 {
+            n(train.batch_size) * n(layout.devices)
+        } else {
+            n(train.batch_size)
+        };
+        let global = n(layout.global_batch);
+        let local = global / n(layout.processes).max(1);
+        let pixels = 3 * n(v.image_size).pow(2);
+        // The loader's batch and the tensor made of it; token ids as i64.
+        let batch = local * (2 * pixels * F32 + n(t.context_length) * 8);
+        let rows = if train.local_loss {
+            n(train.batch_size)
+        } else {
+            global
+        };
+        let matrices = match config.loss {
+            Loss::InfoNce { .. } => 2,
+            _ => 1,
+        };
+        let clamp = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
+        Self {
+            activations: clamp(alive * per_sample),
+            parameters: clamp(4 * F32 * n(clip.num_params())),
+            batch: clamp(batch),
+            // Each matrix and its gradient.
+            logits: clamp(2 * matrices * rows * global * F32),
+        }
+    }
+
+    /// All parts together.
+    pub fn total(&self) -> u64 {
+        self.activations
+            .saturating_add(self.parameters)
+            .saturating_add(self.batch)
+            .saturating_add(self.logits)
+    }
+
+    /// Refuses, naming `train.batch_size`, a step whose estimate exceeds `budget` bytes.
+    pub(crate) fn check(&self, config: &TrainConfig, budget: u64) -> Result<(), TrainError> {
+        if self.total() <= budget {
+            return Ok(());
+        }
+        Err(TrainError::invalid(
+            "train.batch_size",
+            format!(
+                "{} samples per micro-batch need at least {} per process for a step \
+                 (activations {}, weights/gradients/AdamW {}, batch {}, logits {}), and {} is \
+                 available; lower train.batch_size (raise train.accum_freq to keep the global \
+                 batch{})",
+                config.train.batch_size,
+                bytes(self.total()),
+                bytes(self.activations),
+                bytes(self.parameters),
+                bytes(self.batch),
+                bytes(self.logits),
+                bytes(budget),
+                if config.train.local_loss {
+                    ""
+                } else {
+                    ", and set train.local_loss = true on several processes"
+                },
+            ),
+        ))
+    }
+}
+
+/// Bytes the backward keeps per sample for a tower of `layers` blocks over `tokens` tokens of
+/// `width`, `heads` heads and an MLP of `mlp`: per token and block, 8 `width`-vectors (LayerNorm
+/// inputs and outputs, q, k, v, the attention output), 2 `mlp`-vectors (before and after the
+/// non-linearity) and `heads × tokens` attention probabilities, in f32.
+fn tower_activations(tokens: usize, width: usize, heads: usize, mlp: usize, layers: usize) -> u128 {
+    let per_token = (8 * width + 2 * mlp + heads * tokens) as u128;
+    layers as u128 * tokens as u128 * per_token * F32
+}
+
+/// `1.5 GiB`, `23.4 TiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vit_b_32_by_hand() {
+        // ViT-B/32 image tower: 50 tokens, width 768, 12 heads, MLP 3072, 12 blocks:
+        // per token 8·768 + 2·3072 + 12·50 = 12,888 floats; × 50 × 12 × 4 B = 30,931,200 B.
+        assert_eq!(tower_activations(50, 768, 12, 3072, 12), 30_931_200);
+        // Its text tower: 77 tokens, width 512, 8 heads, MLP 2048, 12 blocks:
+        // 8·512 + 2·2048 + 8·77 = 8,808 floats; × 77 × 12 × 4 B = 32,554,368 B.
+        assert_eq!(tower_activations(77, 512, 8, 2048, 12), 32_554_368);
+        assert_eq!(bytes(1536 * 1024 * 1024), "1.5 GiB");
+        assert_eq!(bytes(1000), "1000 B");
+    }
+
+    fn tiny(overrides: &[&str]) -> (TrainConfig, ClipConfig) {
+        let text = "[model]\nconfig = \"tiny\"\n[data]\ntrain = \"x/{0..1}.tar\"\n\
+                    [train]\nsteps = 10\nbatch_size = 64\n";
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        let config = TrainConfig::parse(text, "t.toml", &overrides).expect("config");
+        let clip = config.clip_config().expect("clip");
+        (config, clip)
+    }
+
+    #[test]
+    fn the_tiny_step_by_hand_and_a_refusal_naming_the_key() {
+        let (config, clip) = tiny(&[]);
+        let layout = Layout::new(&config, 1, &duet_dist::Solo, 1).expect("layout");
+        let m = StepMemory::estimate(&config, &clip, &layout);
+        // tiny: image 65 tokens (8×8 patches + class), width 128, 4 heads (head width 32),
+        // MLP 512, 2 blocks: per token 8·128 + 2·512 + 4·65 = 2,308 floats → 65·2·2,308·4 B =
+        // 1,200,160 B; text 77 tokens, width 128, 4 heads, MLP 512, 2 blocks:
+        // 8·128 + 2·512 + 4·77 = 2,356 → 77·2·2,356·4 B = 1,451,296 B. × 64 samples.
+        assert_eq!(m.activations, 64 * (1_200_160 + 1_451_296));
+        assert_eq!(m.parameters, 16 * clip.num_params() as u64);
+        // 64 × (2 × 3·64² × 4 B + 77 × 8 B) = 64 × 98,920 B.
+        assert_eq!(m.batch, 64 * 98_920);
+        // InfoNCE's two 64 × 64 matrices and their gradients: 4 × 4,096 × 4 B.
+        assert_eq!(m.logits, 65_536);
+        assert!(m.check(&config, m.total()).is_ok());
+        let err = m.check(&config, m.total() - 1).expect_err("one byte short");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("train.batch_size: 64 samples per micro-batch"),
+            "{message}"
+        );
+        assert!(!message.contains('\n'));
+        // The local loss: each block's 64 rows of a global batch of 128 over 2 processes.
+        let (config, _) = tiny(&["train.local_loss=true"]);
+        let two = Layout::new(&config, 1, &duet_dist::ThreadGroup::new(2)[0], 2).expect("layout");
+        assert_eq!(
+            StepMemory::estimate(&config, &clip, &two).logits,
+            4 * 64 * 128 * 4
+        );
+    }
+}
