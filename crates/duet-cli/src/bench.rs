@@ -72,6 +72,9 @@ pub struct StepArgs {
     /// Tokens per caption, start and end included.
     #[arg(long, default_value_t = 16)]
     caption_tokens: usize,
+    /// Activation checkpointing (`train.grad_checkpointing`).
+    #[arg(long)]
+    grad_checkpointing: bool,
     #[command(flatten)]
     devices: DeviceArgs,
     /// Print one JSON object instead of a line.
@@ -107,8 +110,9 @@ fn step(args: &StepArgs) -> Result<()> {
         grad_clip_norm: Some(1.0),
         ..OptimizerConfig::default()
     };
-    let mut stepper =
-        Stepper::new(Loss::info_nce(), &optimizer, NonFinite::Stop, &model).with_devices(&devices);
+    let mut stepper = Stepper::new(Loss::info_nce(), &optimizer, NonFinite::Stop, &model)
+        .with_devices(&devices)
+        .with_grad_checkpointing(args.grad_checkpointing);
     let batch = args.batch_size * devices.len();
     let size = clip.vision.image_size;
     let images = Tensor::<4>::random(
@@ -146,6 +150,7 @@ fn step(args: &StepArgs) -> Result<()> {
             "{}",
             serde_json::json!({
                 "model": args.model, "image_size": size, "batch_size": batch,
+                "grad_checkpointing": args.grad_checkpointing,
                 "devices": devices.len(), "steps": args.steps, "params": params,
                 "median_ms": median * 1e3, "mean_ms": mean * 1e3,
                 "samples_per_sec": batch as f64 / median, "last_loss": loss,

@@ -58,17 +58,39 @@ impl TextConfig {
 }
 
 impl TextTower {
+    /// The sequence the first block takes: token and position embeddings.
+    ///
+    /// `ids`: `[b, t]` token ids, `t <= context_length` -> `[b, t, width]`.
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let [_, t] = ids.dims();
+        let positions = self.position_embedding.val().narrow(0, 0, t);
+        self.token_embedding.forward(ids) + positions.unsqueeze_dim::<3>(0)
+    }
+
     /// Every position after `ln_final`.
     ///
     /// `ids`: `[b, t]` token ids, `t <= context_length` -> `[b, t, width]`.
     pub fn forward_hidden(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        let [_, t] = ids.dims();
-        let positions = self.position_embedding.val().narrow(0, 0, t);
-        let mut x = self.token_embedding.forward(ids) + positions.unsqueeze_dim::<3>(0);
+        self.ln_final.forward(self.blocks_forward(self.embed(ids)))
+    }
+
+    /// The sequence after the last block (causal attention), before `ln_final`.
+    fn blocks_forward(&self, mut x: Tensor<3>) -> Tensor<3> {
         for block in &self.blocks {
             x = block.forward(x, true);
         }
-        self.ln_final.forward(x)
+        x
+    }
+
+    /// Projected features of the sequence after the last block: `ln_final`, the positions
+    /// `index` gives ([`Self::pool_index`]), the projection.
+    ///
+    /// `hidden`: `[b, t, width]`, `index`: `[b, 1]` -> `[b, embed_dim]`.
+    pub fn head(&self, hidden: Tensor<3>, index: Tensor<2, Int>) -> Tensor<2> {
+        let hidden = self.ln_final.forward(hidden);
+        let [b, _, width] = hidden.dims();
+        let pooled = hidden.gather(1, index.unsqueeze_dim::<3>(2).expand([b, 1, width]));
+        self.proj.forward(pooled.reshape([b, width]))
     }
 
     /// Index of the first end-of-text token of each row, or of the last position when a row has
@@ -91,9 +113,6 @@ impl TextTower {
     /// `ids`: `[b, t]` -> `[b, embed_dim]`.
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<2> {
         let index = self.pool_index(ids.clone());
-        let hidden = self.forward_hidden(ids);
-        let [b, _, width] = hidden.dims();
-        let pooled = hidden.gather(1, index.unsqueeze_dim::<3>(2).expand([b, 1, width]));
-        self.proj.forward(pooled.reshape([b, width]))
+        self.head(self.blocks_forward(self.embed(ids)), index)
     }
 }

@@ -68,10 +68,12 @@ impl VisionConfig {
 }
 
 impl VisionTower {
-    /// The token sequence after the last block, before `ln_post`.
+    /// The token sequence the first block takes: patch embedding, class token, positions,
+    /// `ln_pre`.
     ///
-    /// `pixels`: `[b, 3, h, w]` normalised images -> `[b, 1 + (h/p)(w/p), width]`, class token first.
-    pub fn forward_hidden(&self, pixels: Tensor<4>) -> Tensor<3> {
+    /// `pixels`: `[b, 3, h, w]` normalised images -> `[b, 1 + (h/p)(w/p), width]`, class token
+    /// first.
+    pub fn embed(&self, pixels: Tensor<4>) -> Tensor<3> {
         let patches = self.patch_embed.forward(pixels);
         let [b, width, gh, gw] = patches.dims();
         let patches = patches.reshape([b, width, gh * gw]).swap_dims(1, 2);
@@ -82,20 +84,34 @@ impl VisionTower {
             .expand([b, 1, width]);
         let x = Tensor::cat(vec![class, patches], 1)
             + self.position_embedding.val().unsqueeze_dim::<3>(0);
-        let mut x = self.ln_pre.forward(x);
+        self.ln_pre.forward(x)
+    }
+
+    /// The token sequence after the last block, before `ln_post`.
+    ///
+    /// `pixels`: `[b, 3, h, w]` normalised images -> `[b, 1 + (h/p)(w/p), width]`, class token first.
+    pub fn forward_hidden(&self, pixels: Tensor<4>) -> Tensor<3> {
+        let mut x = self.embed(pixels);
         for block in &self.blocks {
             x = block.forward(x, false);
         }
         x
     }
 
+    /// Projected features of the sequence after the last block: `ln_post` on the class token,
+    /// then the projection.
+    ///
+    /// `hidden`: `[b, n, width]` -> `[b, embed_dim]`.
+    pub fn head(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [b, _, width] = hidden.dims();
+        let pooled = hidden.narrow(1, 0, 1).reshape([b, width]);
+        self.proj.forward(self.ln_post.forward(pooled))
+    }
+
     /// Projected image features, not normalised.
     ///
     /// `pixels`: `[b, 3, h, w]` -> `[b, embed_dim]`.
     pub fn forward(&self, pixels: Tensor<4>) -> Tensor<2> {
-        let hidden = self.forward_hidden(pixels);
-        let [b, _, width] = hidden.dims();
-        let pooled = hidden.narrow(1, 0, 1).reshape([b, width]);
-        self.proj.forward(self.ln_post.forward(pooled))
+        self.head(self.forward_hidden(pixels))
     }
 }

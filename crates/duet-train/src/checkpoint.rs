@@ -288,13 +288,9 @@ pub fn load(dir: &Path, device: &Device) -> Result<Restored, TrainError> {
     // The checkpoint's own model config, so a run fine-tuned from weights that have since moved
     // still resumes.
     let (clip, _) = read_config(dir).map_err(|e| bad(dir, e.to_string()))?;
-    let model = load_weights(
-        &clip,
-        ModelFormat::Duet,
-        &dir.join("model.safetensors"),
-        device,
-    )
-    .map_err(|e| bad(dir, e.to_string()))?;
+    let weights = dir.join("model.safetensors");
+    let model = crate::lazy::exclusive(|| load_weights(&clip, ModelFormat::Duet, &weights, device))
+        .map_err(|e| bad(dir, e.to_string()))?;
     let ids_path = dir.join("param_ids.json");
     let text = std::fs::read_to_string(&ids_path).map_err(|e| io(&ids_path, e))?;
     let ids: BTreeMap<String, u64> =

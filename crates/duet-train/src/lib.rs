@@ -5,7 +5,7 @@
 //! [`duet_dist::Collective`]), checkpoints ([`checkpoint`]) and the run loop ([`run()`]).
 //!
 //! Modules and their arrows, one way: `run` → `start`, `step`, `evaluate`, `metrics`,
-//! `checkpoint`; `start` → `checkpoint`, `sync`, `step`; `step` → `optim`, `parallel` →
+//! `checkpoint`; `start` → `checkpoint`, `sync`, `step`, `memory`; `step` → `optim`, `parallel` →
 //! `towers`, `sync`; `towers`, `sync` → `lazy`; `checkpoint` → `config` → `evaluate` (its sets'
 //! types), `lock`, `schedule`.
 

@@ -4,7 +4,8 @@
 //!
 //! The estimate is a lower bound, counted from the shapes: what the backward must keep (per
 //! token of each block: the two LayerNorms' inputs and outputs, q, k, v, the attention output,
-//! the attention probabilities, the MLP's hidden layer before and after its non-linearity),
+//! the attention probabilities, the MLP's hidden layer before and after its non-linearity; with
+//! activation checkpointing, each block's input and one block's activations),
 //! the weights, their gradients and AdamW's two moments, the batch's buffers, and the logits
 //! with their gradients. burn keeps some further intermediates, so a step needs more than this
 //! (BENCHMARKS.md compares it with measured peaks); refusing only above the lower bound never

@@ -270,6 +270,7 @@ fn stepper(config: &TrainConfig, devices: &[Device], model: &ClipModel) -> Stepp
     )
     .with_devices(devices)
     .with_local_loss(config.train.local_loss)
+    .with_grad_checkpointing(config.train.grad_checkpointing)
 }
 
 /// Every rank runs the same config (the same file and overrides), or none runs.
@@ -305,32 +306,29 @@ pub(crate) fn agree(
     }
 }
 
-/// burn's seed is process-wide on the CPU backend: two runs initialising at once (tests, or a
-/// library user) would interleave their draws. Seeding and initialising under one lock keeps a
-/// seeded init reproducible.
-static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn seeded_init(clip: &ClipConfig, device: &Device, seed: u64) -> Result<ClipModel, TrainError> {
-    let _guard = INIT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    device.seed(seed);
-    let model = clip.init(device).map_err(|source| TrainError::Model {
-        key: "model.config".into(),
-        source,
-    })?;
-    // burn initialises parameters lazily, at first use: draw them all now, under the lock.
-    materialize(&model);
-    Ok(model)
+    crate::lazy::exclusive(|| {
+        device.seed(seed);
+        let model = clip.init(device).map_err(|source| TrainError::Model {
+            key: "model.config".into(),
+            source,
+        })?;
+        // burn initialises parameters lazily, at first use: draw them all now, under the lock.
+        materialize(&model);
+        Ok(model)
+    })
 }
 
 /// The pretrained model at `from` (a model directory, checkpoint or run directory).
 fn pretrained(from: &Path, device: &Device) -> Result<ClipModel, TrainError> {
     let dir: PathBuf = resolve_model_dir(from)?;
-    let loaded = duet_model::load_model(&dir, device).map_err(|source| TrainError::Model {
-        key: "model.from".into(),
-        source,
-    })?;
+    let loaded =
+        crate::lazy::exclusive(|| duet_model::load_model(&dir, device)).map_err(|source| {
+            TrainError::Model {
+                key: "model.from".into(),
+                source,
+            }
+        })?;
     tracing::info!(from = %dir.display(), format = ?loaded.format, "loaded pretrained weights");
     Ok(loaded.model)
 }

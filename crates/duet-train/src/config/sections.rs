@@ -158,6 +158,11 @@ pub struct TrainSection {
     /// `--local-loss --gather-with-grad`).
     #[serde(default)]
     pub local_loss: bool,
+    /// Activation checkpointing (OpenCLIP `--grad-checkpointing`): each tower keeps only its
+    /// blocks' inputs in the forward and recomputes one block at a time in the backward; the
+    /// same gradients for less memory and about one more forward of the blocks.
+    #[serde(default)]
+    pub grad_checkpointing: bool,
 }
 
 impl TrainSection {

@@ -43,7 +43,7 @@ use duet_model::ClipModel;
 
 use crate::TrainError;
 use crate::sync::{all_gather_rows, all_reduce_gradients, comm_error, reduce_scatter_rows};
-use crate::towers::{encode_apart, loss_of, towers_backward};
+use crate::towers::{TowerPass, encode_apart, loss_of, towers_backward};
 
 /// Where a step's blocks run: the process's devices and the job's other processes.
 #[derive(Clone, Copy)]
@@ -55,10 +55,29 @@ pub(crate) struct Ranks<'a> {
     /// Each block's rows against all columns (memory linear in the global batch) instead of
     /// one global logits matrix.
     pub local_loss: bool,
+    /// Keep only each block's input in the forward and recompute in the backward.
+    pub grad_checkpointing: bool,
 }
 
 /// The features of one block: image and text, `[b, e]` each.
 type Features = (Tensor<2>, Tensor<2>);
+
+/// A block's forward: kept for its backward (one micro-batch per device), or only its detached
+/// features (with accumulation the block is recomputed in step 3, OpenCLIP's feature cache).
+enum Encoded {
+    Live(Box<(TowerPass, TowerPass)>),
+    Cached(Box<Features>),
+}
+
+impl Encoded {
+    /// The block's features without their graph.
+    fn features(&self) -> Features {
+        match self {
+            Self::Live(passes) => (passes.0.detached(), passes.1.detached()),
+            Self::Cached(features) => (features.0.clone(), features.1.clone()),
+        }
+    }
+}
 
 /// The loss of the global batch and this process's summed-over-processes gradients (`None`,
 /// on every process alike, when the loss is not finite); see the module docs. `images` `[n, 3,
@@ -122,30 +141,30 @@ pub(crate) fn gradients(
         .all(|(i, device)| !devices[..i].contains(device));
     // Every block's features. With one micro-batch they keep their graph for step 3; with
     // several they are recomputed one at a time there.
+    let checkpoint = ranks.grad_checkpointing;
     let encoded = on_every_rank(locals, threaded, |_, (replica, micro)| {
-        let features: Vec<Features> = micro
+        let blocks: Vec<Encoded> = micro
             .iter()
             .map(|(images, tokens)| {
-                let (image, text) = encode_apart(&replica, images.clone(), tokens.clone());
+                let (image, text) =
+                    encode_apart(&replica, images.clone(), tokens.clone(), checkpoint);
                 if accum == 1 {
-                    (image, text)
+                    Encoded::Live(Box::new((image, text)))
                 } else {
-                    (image.detach(), text.detach())
+                    Encoded::Cached(Box::new((image.detached(), text.detached())))
                 }
             })
             .collect();
-        (replica, micro, features)
+        (replica, micro, blocks)
     });
 
     // 1. The gather: this process's blocks, then every process's, in block order.
     let (mine_image, mine_text): (Vec<_>, Vec<_>) = encoded
         .iter()
-        .flat_map(|(_, _, features)| features.iter())
-        .map(|(image, text)| {
-            (
-                image.clone().detach().to_device(main),
-                text.clone().detach().to_device(main),
-            )
+        .flat_map(|(_, _, blocks)| blocks.iter())
+        .map(|block| {
+            let (image, text) = block.features();
+            (image.to_device(main), text.to_device(main))
         })
         .unzip();
     let mine = (Tensor::cat(mine_image, 0), Tensor::cat(mine_text, 0));
@@ -173,14 +192,13 @@ pub(crate) fn gradients(
 
     // 3. Each block's towers, back-propagated from its rows of the features' gradient.
     let (d_image, d_text) = feature_grads;
-    let results = on_every_rank(encoded, threaded, |rank, (replica, micro, features)| {
+    let results = on_every_rank(encoded, threaded, |rank, (replica, micro, blocks)| {
         let device = &devices[rank];
         let mut summed = GradientsAccumulator::<ClipModel>::new();
-        for (j, ((images_j, tokens_j), kept)) in micro.into_iter().zip(features).enumerate() {
-            let live = if accum == 1 {
-                kept
-            } else {
-                encode_apart(&replica, images_j, tokens_j)
+        for (j, ((images_j, tokens_j), kept)) in micro.into_iter().zip(blocks).enumerate() {
+            let live = match kept {
+                Encoded::Live(passes) => *passes,
+                Encoded::Cached(_) => encode_apart(&replica, images_j, tokens_j, checkpoint),
             };
             let rows = (rank * accum + j) * block_size;
             let grads = (
