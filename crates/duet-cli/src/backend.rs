@@ -123,15 +123,22 @@ pub fn memory_budget(devices: &[Device], local_processes: usize) -> Option<u64> 
     if !devices.iter().all(|d| *d == cpu) {
         return None;
     }
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = meminfo
+    let available = proc_bytes("/proc/meminfo", "MemAvailable")?;
+    Some(available / local_processes.max(1) as u64)
+}
+
+/// The `key:` line of a Linux `/proc` file such as `/proc/meminfo` or `/proc/self/status`
+/// (`VmHWM:   123456 kB`), in bytes; `None` when the file or the line cannot be read.
+pub fn proc_bytes(file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let kib: u64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
         .split_whitespace()
         .next()?
         .parse()
         .ok()?;
-    Some(kib * 1024 / local_processes.max(1) as u64)
+    Some(kib * 1024)
 }
 
 /// One `--devices` entry: `cpu`, `wgpu` (wgpu's preferred adapter), `wgpu:N` (the N-th adapter

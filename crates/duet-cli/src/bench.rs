@@ -239,18 +239,8 @@ fn loss_memory(args: &LossArgs) -> Result<()> {
 
 /// This process's peak resident memory so far (Linux `VmHWM`).
 fn peak_rss_bytes() -> Result<u64> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .context("no VmHWM in /proc/self/status")?;
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .context("unreadable VmHWM")?;
-    Ok(kib * 1024)
+    crate::backend::proc_bytes("/proc/self/status", "VmHWM")
+        .context("no readable VmHWM in /proc/self/status")
 }
 
 /// `batch` rows of `<start> w… <end>` padded with 0 to `context`, `len` tokens each, the

@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::tensor::Device;
-use duet_data::{ClipTokenizer, LoaderConfig, LoaderCursor, LoaderSource, SlotLoader, parse_spec};
+use duet_data::{
+    ClipTokenizer, ImageTransformConfig, LoaderConfig, LoaderCursor, LoaderSource, Normalize,
+    SlotLoader, TrainTransformConfig, parse_spec,
+};
 use duet_dist::{Collective, Metered};
 use duet_model::{ClipConfig, ClipModel};
 
@@ -47,13 +50,13 @@ pub struct RunSummary {
 /// `clip`'s input size and statistics.
 pub fn loader_config(config: &TrainConfig, clip: &ClipConfig, per_slot: usize) -> LoaderConfig {
     let data = &config.data;
-    let transform = duet_data::ImageTransformConfig::Train(duet_data::TrainTransformConfig {
+    let transform = ImageTransformConfig::Train(TrainTransformConfig {
         image_size: clip.vision.image_size as u32,
-        normalize: duet_data::Normalize {
+        normalize: Normalize {
             mean: clip.vision.image_mean,
             std: clip.vision.image_std,
         },
-        ..duet_data::TrainTransformConfig::default()
+        ..TrainTransformConfig::default()
     });
     let mut loader = LoaderConfig {
         sampling: data.sampling,
@@ -142,8 +145,8 @@ pub fn run(
         if control.stop_before == Some(step) {
             break;
         }
-        let report = trainer.step(step, control)?;
-        if trainer.after_step(step + 1, &report, control)? {
+        let (report, lr) = trainer.step(step, control)?;
+        if trainer.after_step(step + 1, &report, lr, control)? {
             break;
         }
     }
@@ -233,8 +236,9 @@ impl<'a> Trainer<'a> {
         self.comm.rank() == 0
     }
 
-    /// Phase 2: one optimizer step on the next batch of this process's slots.
-    fn step(&mut self, step: u64, control: &Control) -> Result<StepReport, TrainError> {
+    /// Phase 2: one optimizer step on the next batch of this process's slots; its report and
+    /// learning rate.
+    fn step(&mut self, step: u64, control: &Control) -> Result<(StepReport, f64), TrainError> {
         let batch = self
             .loader
             .next()
@@ -243,8 +247,9 @@ impl<'a> Trainer<'a> {
         let images = batch.images_tensor(self.device());
         let tokens = batch.tokens_tensor(self.device());
         let samples = batch.len() * self.layout.processes;
-        self.cursors = batch.cursors();
+        self.cursors.clear();
         for (part, batch) in batch.parts.into_iter().enumerate() {
+            self.cursors.push(batch.cursor);
             self.loader.recycle(part, batch.images);
         }
         let config = &self.config;
@@ -278,7 +283,7 @@ impl<'a> Trainer<'a> {
         self.losses.push(report.loss);
         self.window.1 += samples;
         self.window.2 += 1;
-        Ok(report)
+        Ok((report, lr))
     }
 
     /// Phase 3: after step `done`, its metrics row, evaluation and checkpoint, as configured;
@@ -287,12 +292,13 @@ impl<'a> Trainer<'a> {
         &mut self,
         done: u64,
         report: &StepReport,
+        lr: f64,
         control: &Control,
     ) -> Result<bool, TrainError> {
         let config = self.config;
         let total = config.train.steps;
         if done.is_multiple_of(config.log.every_steps) || done == total {
-            self.log(done, report)?;
+            self.log(done, report, lr)?;
         }
         let interrupted = self.agree_on_interrupt(control)?;
         // Before the checkpoint of the same step, so a run resumed from that checkpoint has the
@@ -324,7 +330,7 @@ impl<'a> Trainer<'a> {
         Ok(any > 0)
     }
 
-    fn log(&mut self, done: u64, report: &StepReport) -> Result<(), TrainError> {
+    fn log(&mut self, done: u64, report: &StepReport, lr: f64) -> Result<(), TrainError> {
         let (since, samples, steps) = self.window;
         let seconds = since.elapsed().as_secs_f64().max(1e-9);
         let traffic = self.comm.take();
@@ -334,10 +340,6 @@ impl<'a> Trainer<'a> {
         }
         let per_step = |x: f64| (self.comm.world() > 1).then(|| x / steps.max(1) as f64);
         let ranks = (self.layout.devices * self.layout.processes) as f64;
-        let lr =
-            self.config
-                .schedule
-                .lr(self.config.optimizer.lr, done - 1, self.config.train.steps);
         append_metrics(
             &self.run_dir.join("metrics.jsonl"),
             &MetricsRow {

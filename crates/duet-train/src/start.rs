@@ -182,14 +182,17 @@ fn resume(
     let checkpoints = run_dir.join("checkpoints");
     let (restored, skipped_checkpoints) = checkpoint::load_latest(&checkpoints, device)?;
     let state = &restored.state;
-    // Every rank must resume the same checkpoint, with the same weights.
-    let check = format!("{} {:08x}", state.step, fingerprint(&restored.model));
-    agree(comm, "checkpoint", check.as_bytes(), |rank, theirs| {
-        format!(
-            "rank {rank} resumes from step/weights {theirs}, rank 0 from {check}: every \
-             process must see the same run directory (shared storage)"
-        )
-    })?;
+    // Every rank must resume the same checkpoint, with the same weights (the fingerprint reads
+    // every weight back: only worth it when there are other ranks).
+    if comm.world() > 1 {
+        let check = format!("{} {:08x}", state.step, fingerprint(&restored.model));
+        agree(comm, "checkpoint", check.as_bytes(), |rank, theirs| {
+            format!(
+                "rank {rank} resumes from step/weights {theirs}, rank 0 from {check}: every \
+                 process must see the same run directory (shared storage)"
+            )
+        })?;
+    }
     let clip = restored.clip;
     config.validate_lock(&clip)?;
     let cursors = state.slot_cursors();

@@ -4,16 +4,15 @@
 //! processes resumes on 1 with `accum_freq = 2` (and the other way round) to the losses of the
 //! uninterrupted run, bit for bit.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::Device;
 use duet_dist::{Collective, Solo, ThreadGroup};
 use duet_train::{Control, RunSummary, Start, TrainConfig, run};
 
-fn spec(relative: &str) -> String {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    format!("{}/{relative}", root.display())
-}
+mod common;
+
+use common::{bits, workspace};
 
 /// The tiny model, 6 steps of a global batch of 16 in 2 data slots, a checkpoint every 2
 /// steps; `overrides` on top.
@@ -44,7 +43,7 @@ keep_last = 5
 [log]
 every_steps = 1
 "#,
-        spec("datasets/sample/train/{00000..00002}.tar")
+        workspace("datasets/sample/train/{00000..00002}.tar")
     );
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     TrainConfig::parse(&text, "processes-test.toml", &overrides).expect("valid config")
@@ -96,10 +95,6 @@ fn alone(config: &TrainConfig, dir: &Path, start: Start, stop_before: Option<u64
         &Solo as &dyn Collective,
     )
     .expect("runs")
-}
-
-fn bits(losses: &[f64]) -> Vec<u64> {
-    losses.iter().map(|l| l.to_bits()).collect()
 }
 
 fn state(summary: &RunSummary) -> serde_json::Value {

@@ -8,17 +8,16 @@ use burn::tensor::Device;
 use duet_dist::Solo;
 use duet_train::{Control, RunSummary, Start, TrainConfig, run};
 
+mod common;
+
+use common::{bits, workspace};
+
 fn sample_spec() -> String {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    format!(
-        "{}/datasets/sample/train/{{00000..00002}}.tar",
-        root.display()
-    )
+    workspace("datasets/sample/train/{00000..00002}.tar")
 }
 
 fn val_spec() -> String {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    format!("{}/datasets/sample/val/00000.tar", root.display())
+    workspace("datasets/sample/val/00000.tar")
 }
 
 /// The tiny model on the bundled sample: 6 steps of 16, a checkpoint every 2 steps, retrieval
@@ -88,10 +87,6 @@ fn assert_same_losses(a: &[f64], b: &[f64]) {
     for (x, y) in a.iter().zip(b) {
         assert!((x - y).abs() < 1e-4 * x.abs(), "{a:?} vs {b:?}");
     }
-}
-
-fn bits(losses: &[f64]) -> Vec<u64> {
-    losses.iter().map(|l| l.to_bits()).collect()
 }
 
 #[test]

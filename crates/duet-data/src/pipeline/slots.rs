@@ -64,11 +64,6 @@ impl SlotBatch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// The cursor of every owned slot after this batch, in slot order.
-    pub fn cursors(&self) -> Vec<LoaderCursor> {
-        self.parts.iter().map(|b| b.cursor.clone()).collect()
-    }
 }
 
 impl SlotLoader {
