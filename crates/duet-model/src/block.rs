@@ -5,9 +5,10 @@ use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 
 use crate::config::Activation;
+use crate::precision::{Precision, attention_in, to};
 
 /// Shape of one block, derived from a tower config.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +40,8 @@ pub struct Attention {
     /// Output projection.
     pub out: Linear,
     heads: usize,
+    #[module(skip)]
+    precision: Precision,
 }
 
 /// The block's MLP: `fc2(act(fc1(x)))`.
@@ -50,6 +53,8 @@ pub struct Mlp {
     pub fc2: Linear,
     #[module(skip)]
     activation: Activation,
+    #[module(skip)]
+    precision: Precision,
 }
 
 /// A pre-norm residual attention block.
@@ -100,12 +105,14 @@ impl BlockConfig {
                 v: linear(self.width, self.width, attn_std),
                 out: linear(self.width, self.width, proj_std),
                 heads: self.heads,
+                precision: Precision::F32,
             },
             ln_2: ln(),
             mlp: Mlp {
                 fc1: linear(self.width, self.mlp_dim, fc_std),
                 fc2: linear(self.mlp_dim, self.width, proj_std),
                 activation: self.activation,
+                precision: Precision::F32,
             },
         }
     }
@@ -114,11 +121,21 @@ impl BlockConfig {
 impl Attention {
     /// Scaled dot-product self-attention with scale `1/sqrt(d/heads)`.
     ///
-    /// `x`: `[b, t, d]` -> `[b, t, d]`. `causal` masks every key after its query.
+    /// `x`: `[b, t, d]` -> `[b, t, d]` (f32 in every [`Precision`]). `causal` masks every key
+    /// after its query.
     pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let head_dim = d / self.heads;
         let split = |y: Tensor<3>| y.reshape([b, t, self.heads, head_dim]).swap_dims(1, 2);
+        let merge = |y: Tensor<4>| y.swap_dims(1, 2).reshape([b, t, d]);
+        if let Some(dtype) = self.precision.low() {
+            let x = to(x, dtype);
+            let q = split(linear_in(&self.q, x.clone(), dtype));
+            let k = split(linear_in(&self.k, x.clone(), dtype));
+            let v = split(linear_in(&self.v, x, dtype));
+            let context = attention_in(q, k, v, causal, dtype);
+            return to(linear_in(&self.out, merge(context), dtype), FloatDType::F32);
+        }
         let q = split(self.q.forward(x.clone()));
         let k = split(self.k.forward(x.clone()));
         let v = split(self.v.forward(x));
@@ -128,24 +145,52 @@ impl Attention {
             is_causal: causal,
         };
         let context = attention(q, k, v, None, None, options);
-        self.out.forward(context.swap_dims(1, 2).reshape([b, t, d]))
+        self.out.forward(merge(context))
     }
+}
+
+/// `layer(x)` with `x`, the weight and the bias in `dtype` (the f32 parameters cast per call).
+pub(crate) fn linear_in<const D: usize>(
+    layer: &Linear,
+    x: Tensor<D>,
+    dtype: FloatDType,
+) -> Tensor<D> {
+    burn::tensor::module::linear(
+        to(x, dtype),
+        to(layer.weight.val(), dtype),
+        layer.bias.as_ref().map(|b| to(b.val(), dtype)),
+    )
 }
 
 impl Mlp {
     /// `x`: `[b, t, d]` -> `[b, t, d]`.
+    ///
+    /// In a low [`Precision`] the hidden activations stay in it; the output is f32.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.fc1.forward(x);
+        let low = self.precision.low();
+        let h = match low {
+            Some(dtype) => linear_in(&self.fc1, x, dtype),
+            None => self.fc1.forward(x),
+        };
         let h = match self.activation {
             Activation::Gelu => gelu(h),
             // OpenAI CLIP model.py: x * sigmoid(1.702 * x).
             Activation::QuickGelu => h.clone() * sigmoid(h * 1.702),
         };
-        self.fc2.forward(h)
+        match low {
+            Some(dtype) => to(linear_in(&self.fc2, h, dtype), FloatDType::F32),
+            None => self.fc2.forward(h),
+        }
     }
 }
 
 impl Block {
+    /// The precision of the block's attention and MLP (see [`Precision`]).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.attn.precision = precision;
+        self.mlp.precision = precision;
+    }
+
     /// `x`: `[b, t, d]` -> `[b, t, d]`.
     pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
         let x = x.clone() + self.attn.forward(self.ln_1.forward(x), causal);

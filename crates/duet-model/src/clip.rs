@@ -44,6 +44,20 @@ pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
 }
 
 impl ClipModel {
+    /// The model computing in `precision` (see [`crate::Precision`]); its parameters do not
+    /// change. Not saved with the weights: set it after every load.
+    #[must_use]
+    pub fn with_precision(mut self, precision: crate::Precision) -> Self {
+        self.vision.set_precision(precision);
+        self.text.set_precision(precision);
+        self
+    }
+
+    /// The precision set by [`Self::with_precision`] (f32 unless set).
+    pub fn precision(&self) -> crate::Precision {
+        self.vision.precision()
+    }
+
     /// Projected image features, not normalised. `pixels`: `[b, 3, h, w]` -> `[b, e]`.
     pub fn encode_image(&self, pixels: Tensor<4>) -> Tensor<2> {
         self.vision.forward(pixels)

@@ -11,6 +11,7 @@ mod config;
 mod error;
 pub mod hf;
 pub mod openclip;
+mod precision;
 mod presets;
 mod text;
 mod vision;
@@ -23,6 +24,7 @@ pub use config::{
     TextConfig, VisionConfig,
 };
 pub use error::{ModelError, WeightReport};
+pub use precision::Precision;
 pub use presets::{PRESETS, config_from_name_or_path, preset};
 pub use text::TextTower;
 pub use vision::VisionTower;

@@ -58,6 +58,13 @@ impl TextConfig {
 }
 
 impl TextTower {
+    /// The precision of every block (see [`crate::Precision`]).
+    pub fn set_precision(&mut self, precision: crate::Precision) {
+        for block in &mut self.blocks {
+            block.set_precision(precision);
+        }
+    }
+
     /// The sequence the first block takes: token and position embeddings.
     ///
     /// `ids`: `[b, t]` token ids, `t <= context_length` -> `[b, t, width]`.

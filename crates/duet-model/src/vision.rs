@@ -3,10 +3,12 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, FloatDType, Tensor};
 
 use crate::block::{Block, BlockConfig};
 use crate::config::VisionConfig;
+use crate::precision::{Precision, to};
 
 /// ViT: conv patch embedding, class token, learned positions, pre-LN, pre-norm blocks,
 /// post-LN on the class token, projection without bias.
@@ -26,6 +28,8 @@ pub struct VisionTower {
     pub ln_post: LayerNorm,
     /// `[width, embed_dim]`, no bias.
     pub proj: Linear,
+    #[module(skip)]
+    precision: Precision,
 }
 
 impl VisionConfig {
@@ -63,18 +67,50 @@ impl VisionConfig {
                 .with_bias(false)
                 .with_initializer(normal.clone())
                 .init(device),
+            precision: Precision::F32,
         }
     }
 }
 
 impl VisionTower {
+    /// The tower's compute precision: the patch embedding's and every block's.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+        for block in &mut self.blocks {
+            block.set_precision(precision);
+        }
+    }
+
+    /// See [`Self::set_precision`].
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The patch embedding, in the tower's precision; f32 out. `[b, 3, h, w]` ->
+    /// `[b, width, h/p, w/p]`.
+    fn patchify(&self, pixels: Tensor<4>) -> Tensor<4> {
+        let Some(dtype) = self.precision.low() else {
+            return self.patch_embed.forward(pixels);
+        };
+        // Every duet preset's patch embedding is an unpadded, ungrouped, stride-p convolution.
+        let conv = &self.patch_embed;
+        let options = ConvOptions::new(conv.stride, [0, 0], conv.dilation, conv.groups);
+        let out = burn::tensor::module::conv2d(
+            to(pixels, dtype),
+            to(conv.weight.val(), dtype),
+            conv.bias.as_ref().map(|b| to(b.val(), dtype)),
+            options,
+        );
+        to(out, FloatDType::F32)
+    }
+
     /// The token sequence the first block takes: patch embedding, class token, positions,
     /// `ln_pre`.
     ///
     /// `pixels`: `[b, 3, h, w]` normalised images -> `[b, 1 + (h/p)(w/p), width]`, class token
     /// first.
     pub fn embed(&self, pixels: Tensor<4>) -> Tensor<3> {
-        let patches = self.patch_embed.forward(pixels);
+        let patches = self.patchify(pixels);
         let [b, width, gh, gw] = patches.dims();
         let patches = patches.reshape([b, width, gh * gw]).swap_dims(1, 2);
         let class = self

@@ -67,6 +67,9 @@ pub struct TrainState {
     /// Processes of the job; absent in checkpoints written before multi-process training: 1.
     #[serde(default = "crate::config::one")]
     pub processes: usize,
+    /// f16: the dynamic loss scale after the last step (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<crate::scaler::LossScale>,
 }
 
 impl TrainState {
@@ -440,6 +443,7 @@ batch_size = 4
             config: config.clone(),
             devices: 1,
             processes: 1,
+            loss_scale: None,
         };
         let saved = save(dir.path(), &model, &clip, stepper.optimizer(), &state, 2).expect("save");
         let restored = load(&saved, &device).expect("load");

@@ -5,7 +5,7 @@
 //! [`duet_dist::Collective`]), checkpoints ([`checkpoint`]) and the run loop ([`run()`]).
 //!
 //! Modules and their arrows, one way: `run` → `start`, `step`, `evaluate`, `metrics`,
-//! `checkpoint`; `start` → `checkpoint`, `sync`, `step`, `memory`; `step` → `optim`, `parallel` →
+//! `checkpoint`; `start` → `checkpoint`, `sync`, `step`, `memory`; `step` → `optim`, `scaler`, `parallel` →
 //! `towers`, `sync`; `towers`, `sync` → `lazy`; `checkpoint` → `config` → `evaluate` (its sets'
 //! types), `lock`, `schedule`.
 
@@ -20,6 +20,7 @@ mod metrics;
 pub mod optim;
 mod parallel;
 mod run;
+mod scaler;
 mod schedule;
 mod start;
 mod step;
@@ -38,6 +39,7 @@ pub use lock::LockConfig;
 pub use memory::StepMemory;
 pub use metrics::MetricsRow;
 pub use run::{Control, Progress, ProgressFn, RunSummary, loader_config, run};
+pub use scaler::LossScale;
 pub use schedule::ScheduleConfig;
 pub use start::Start;
 pub use step::{MAX_LOGIT_SCALE, StepReport, Stepper};

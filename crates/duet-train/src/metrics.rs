@@ -35,6 +35,20 @@ pub struct MetricsRow {
     /// Several processes: seconds per step spent in collectives, waiting for peers included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm_seconds_per_step: Option<f64>,
+    /// The step's update was skipped: its loss was not finite (`train.on_nonfinite = "skip"`)
+    /// or, in f16, its gradients overflowed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub skipped: bool,
+    /// f16: the loss scale the step used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    /// f16: steps skipped for overflowing gradients so far in the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_steps: Option<u64>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// Appends `row` as one line.

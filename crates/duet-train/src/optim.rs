@@ -96,6 +96,14 @@ pub fn adamw<M: Module>(config: &OptimizerConfig, module: &M) -> ModuleOptimizer
 /// The global L2 norm of `grads` over `params`, before clipping; when it exceeds `max_norm`,
 /// every gradient is scaled by `max_norm / (norm + 1e-6)` (PyTorch `clip_grad_norm_`).
 pub fn clip_global_norm(grads: &mut GradientsParams, params: &[ParamInfo], max_norm: f64) -> f64 {
+    let norm = global_norm(grads, params);
+    clip_to(grads, params, max_norm, norm);
+    norm
+}
+
+/// The L2 norm of every gradient of `params` together (one host read); not finite when any
+/// gradient is not.
+pub fn global_norm(grads: &GradientsParams, params: &[ParamInfo]) -> f64 {
     let mut squares: Option<Tensor<1>> = None;
     for p in params {
         let sum = match p.rank {
@@ -112,24 +120,32 @@ pub fn clip_global_norm(grads: &mut GradientsParams, params: &[ParamInfo], max_n
             });
         }
     }
-    let Some(squares) = squares else {
-        return 0.0;
-    };
-    // One host read per step: the norm is logged anyway.
-    let norm = f64::from(squares.sqrt().into_scalar::<f32>());
+    match squares {
+        Some(squares) => f64::from(squares.sqrt().into_scalar::<f32>()),
+        None => 0.0,
+    }
+}
+
+/// Scales every gradient by `max_norm / (norm + 1e-6)` when that is below 1, `norm` being
+/// [`global_norm`]'s.
+pub fn clip_to(grads: &mut GradientsParams, params: &[ParamInfo], max_norm: f64, norm: f64) {
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
-        for p in params {
-            match p.rank {
-                1 => scale::<1>(grads, p.id, coef),
-                2 => scale::<2>(grads, p.id, coef),
-                3 => scale::<3>(grads, p.id, coef),
-                4 => scale::<4>(grads, p.id, coef),
-                _ => {}
-            }
+        multiply(grads, params, coef);
+    }
+}
+
+/// Multiplies every gradient of `params` by `coef`.
+pub fn multiply(grads: &mut GradientsParams, params: &[ParamInfo], coef: f64) {
+    for p in params {
+        match p.rank {
+            1 => scale::<1>(grads, p.id, coef),
+            2 => scale::<2>(grads, p.id, coef),
+            3 => scale::<3>(grads, p.id, coef),
+            4 => scale::<4>(grads, p.id, coef),
+            _ => {}
         }
     }
-    norm
 }
 
 fn squared_sum<const D: usize>(grads: &GradientsParams, id: ParamId) -> Option<Tensor<1>> {

@@ -352,6 +352,9 @@ impl<'a> Trainer<'a> {
                 samples_per_sec_per_device: samples as f64 / seconds / ranks,
                 comm_bytes_per_step: per_step(traffic.bytes as f64),
                 comm_seconds_per_step: per_step(traffic.seconds),
+                skipped: report.skipped,
+                loss_scale: report.loss_scale,
+                skipped_steps: self.stepper.loss_scale().map(|s| s.skipped_steps),
             },
         )
     }
@@ -402,6 +405,7 @@ impl<'a> Trainer<'a> {
                 config: self.config.clone(),
                 devices: self.layout.devices,
                 processes: self.layout.processes,
+                loss_scale: self.stepper.loss_scale(),
             };
             checkpoint::save(
                 &checkpoints,

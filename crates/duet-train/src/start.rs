@@ -9,6 +9,8 @@ use duet_data::{LoaderCursor, owned_slots};
 use duet_dist::Collective;
 use duet_model::{ClipConfig, ClipModel};
 
+use crate::scaler::LossScale;
+
 use crate::checkpoint::{self, bad, io};
 use crate::config::resolve_model_dir;
 use crate::lazy::materialize;
@@ -108,6 +110,7 @@ pub(crate) fn start(
         return Err(TrainError::invalid("devices", "no device given"));
     };
     agree_on_config(config, comm)?;
+    check_precision(config, devices)?;
     let fits = |clip: &ClipConfig, layout: &Layout| match memory_budget {
         Some(budget) => StepMemory::estimate(config, clip, layout).check(config, budget),
         None => Ok(()),
@@ -158,8 +161,8 @@ fn fresh(
     };
     let model = lock::apply(model, &config.lock);
     // Every rank drew or loaded the same weights; rank 0's are the job's all the same.
-    let model = broadcast_model(comm, model, 0)?;
-    let stepper = stepper(config, devices, &model);
+    let model = broadcast_model(comm, model, 0)?.with_precision(config.train.precision);
+    let stepper = stepper(config, devices, &model, None);
     Ok(Started {
         clip,
         model,
@@ -231,8 +234,8 @@ fn resume(
             layout.global_batch
         );
     }
-    let model = lock::apply(restored.model, &config.lock);
-    let mut stepper = stepper(config, devices, &model);
+    let model = lock::apply(restored.model, &config.lock).with_precision(config.train.precision);
+    let mut stepper = stepper(config, devices, &model, state.loss_scale);
     let optimizer = stepper.optimizer().clone().load_record(restored.optimizer);
     stepper.set_optimizer(optimizer);
     let started_at = state.step;
@@ -264,7 +267,17 @@ fn write_config(run_dir: &Path, config: &TrainConfig) -> Result<(), TrainError> 
     std::fs::rename(&temp, &path).map_err(|e| io(&path, e))
 }
 
-fn stepper(config: &TrainConfig, devices: &[Device], model: &ClipModel) -> Stepper {
+/// The step `config` asks for; in f16, the loss scale goes on from `saved` (a checkpoint's)
+/// or starts at `train.loss_scale`.
+fn stepper(
+    config: &TrainConfig,
+    devices: &[Device],
+    model: &ClipModel,
+    saved: Option<LossScale>,
+) -> Stepper {
+    let t = &config.train;
+    let scaler = Stepper::scaler_for(t.precision, t.loss_scale, t.loss_scale_growth_interval)
+        .map(|fresh| saved.unwrap_or(fresh));
     Stepper::new(
         config.loss,
         &config.optimizer,
@@ -274,6 +287,22 @@ fn stepper(config: &TrainConfig, devices: &[Device], model: &ClipModel) -> Stepp
     .with_devices(devices)
     .with_local_loss(config.train.local_loss)
     .with_grad_checkpointing(config.train.grad_checkpointing)
+    .with_loss_scale(scaler)
+}
+
+/// Refuses, before any work, a precision a device cannot compute in.
+fn check_precision(config: &TrainConfig, devices: &[Device]) -> Result<(), TrainError> {
+    let precision = config.train.precision;
+    match devices.iter().find(|d| !precision.runs_on(d)) {
+        None => Ok(()),
+        Some(device) => Err(TrainError::invalid(
+            "train.precision",
+            format!(
+                "{device:?} has no {precision} arithmetic (WGSL has no bf16; f16 on wgpu needs \
+                 an adapter with shader-f16): use f32 there, or bf16/f16 on CUDA or the CPU"
+            ),
+        )),
+    }
 }
 
 /// Every rank runs the same config (the same file and overrides), or none runs.

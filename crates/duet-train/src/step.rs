@@ -5,10 +5,11 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
 use duet_dist::Collective;
 use duet_loss::Loss;
-use duet_model::ClipModel;
+use duet_model::{ClipModel, Precision};
 
-use crate::optim::{ParamInfo, adamw, clip_global_norm, float_params};
+use crate::optim::{ParamInfo, adamw, clip_to, float_params, global_norm, multiply};
 use crate::parallel::Ranks;
+use crate::scaler::LossScale;
 use crate::{NonFinite, OptimizerConfig, TrainError};
 
 /// ln(100): the largest `logit_scale`, i.e. a temperature of at least 0.01 (OpenCLIP
@@ -20,12 +21,16 @@ pub const MAX_LOGIT_SCALE: f64 = 4.605_170_185_988_091;
 pub struct StepReport {
     /// The loss before the update.
     pub loss: f64,
-    /// The global gradient norm before clipping (when clipping is on).
+    /// The global gradient norm before clipping (when clipping is on, or in f16: the
+    /// unscaled gradients' norm, infinite on an overflow).
     pub grad_norm: Option<f64>,
     /// `logit_scale` after the update and the clamp.
     pub logit_scale: f64,
-    /// True when a non-finite loss was skipped (`train.on_nonfinite = "skip"`).
+    /// True when the update was skipped: a non-finite loss (`train.on_nonfinite = "skip"`),
+    /// or in f16 gradients that overflowed.
     pub skipped: bool,
+    /// f16: the loss scale this step used (the next one's is in [`Stepper::loss_scale`]).
+    pub loss_scale: Option<f64>,
 }
 
 /// Runs optimizer steps on a [`ClipModel`] on an autodiff device.
@@ -41,6 +46,8 @@ pub struct Stepper {
     local_loss: bool,
     /// Recompute each block in the backward instead of keeping its activations.
     grad_checkpointing: bool,
+    /// f16's dynamic loss scale.
+    scaler: Option<LossScale>,
 }
 
 impl std::fmt::Debug for Stepper {
@@ -53,6 +60,7 @@ impl std::fmt::Debug for Stepper {
             .field("devices", &self.devices.len())
             .field("local_loss", &self.local_loss)
             .field("grad_checkpointing", &self.grad_checkpointing)
+            .field("scaler", &self.scaler)
             .finish_non_exhaustive()
     }
 }
@@ -74,7 +82,28 @@ impl Stepper {
             devices: Vec::new(),
             local_loss: false,
             grad_checkpointing: false,
+            scaler: None,
         }
+    }
+
+    /// With `scaler`, every step's loss is multiplied by its scale before the backward and the
+    /// gradients divided by it after; a step whose gradients are not finite is skipped and the
+    /// scale backs off (see [`LossScale`]). For f16 ([`Precision::F16`]); set the model's
+    /// precision with [`ClipModel::with_precision`].
+    #[must_use]
+    pub fn with_loss_scale(mut self, scaler: Option<LossScale>) -> Self {
+        self.scaler = scaler;
+        self
+    }
+
+    /// The loss scale's state (for checkpoints).
+    pub fn loss_scale(&self) -> Option<LossScale> {
+        self.scaler
+    }
+
+    /// The scaler a run in `precision` needs: f16's, starting at `scale`; none otherwise.
+    pub fn scaler_for(precision: Precision, scale: f64, growth_interval: u64) -> Option<LossScale> {
+        (precision == Precision::F16).then(|| LossScale::new(scale, growth_interval))
     }
 
     /// Runs each step data-parallel over `devices` (the `parallel` module): the batch is split
@@ -130,6 +159,7 @@ impl Stepper {
         comm: &dyn Collective,
     ) -> Result<(ClipModel, StepReport), TrainError> {
         let (value, grads) = self.gradients(&model, images, tokens, accum, step, comm)?;
+        let loss_scale = self.scaler.map(|s| s.scale);
         let Some(mut grads) = grads else {
             return match self.on_nonfinite {
                 NonFinite::Stop => Err(TrainError::NonFiniteLoss { step, value }),
@@ -142,14 +172,38 @@ impl Stepper {
                             grad_norm: None,
                             logit_scale,
                             skipped: true,
+                            loss_scale,
                         },
                     ))
                 }
             };
         };
-        let grad_norm = self
-            .clip
-            .map(|max| clip_global_norm(&mut grads, &self.params, max));
+        if let Some(scale) = loss_scale {
+            multiply(&mut grads, &self.params, 1.0 / scale);
+        }
+        let grad_norm = (self.clip.is_some() || self.scaler.is_some())
+            .then(|| global_norm(&grads, &self.params));
+        if let Some(scaler) = &mut self.scaler {
+            // Every rank holds the same summed gradients, so every rank agrees on skipping.
+            let finite = grad_norm.is_some_and(f64::is_finite);
+            scaler.update(finite);
+            if !finite {
+                let logit_scale = scalar(&model.logit_scale.val());
+                return Ok((
+                    model,
+                    StepReport {
+                        loss: value,
+                        grad_norm,
+                        logit_scale,
+                        skipped: true,
+                        loss_scale,
+                    },
+                ));
+            }
+        }
+        if let (Some(max), Some(norm)) = (self.clip, grad_norm) {
+            clip_to(&mut grads, &self.params, max, norm);
+        }
         let mut model = self.optimizer.step(lr, model, grads);
         model.logit_scale = model
             .logit_scale
@@ -162,6 +216,7 @@ impl Stepper {
                 grad_norm,
                 logit_scale,
                 skipped: false,
+                loss_scale,
             },
         ))
     }
@@ -200,6 +255,7 @@ impl Stepper {
             comm,
             local_loss: self.local_loss,
             grad_checkpointing: self.grad_checkpointing,
+            loss_scale: self.scaler.map_or(1.0, |s| s.scale),
         };
         crate::parallel::gradients(self.loss, model, images, tokens, ranks, accum, step)
     }

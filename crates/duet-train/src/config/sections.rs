@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use duet_data::{FieldSelector, Sampling, TextField};
+use duet_model::Precision;
 use serde::{Deserialize, Serialize};
 
 /// `[model]`.
@@ -163,6 +164,25 @@ pub struct TrainSection {
     /// same gradients for less memory and about one more forward of the blocks.
     #[serde(default)]
     pub grad_checkpointing: bool,
+    /// The towers' compute type (OpenCLIP `--precision`): `"f32"`, `"bf16"` or `"f16"` (also
+    /// `"fp32"`, `"amp_bf16"`, `"amp"`); parameters, gradients and AdamW state stay f32 (see
+    /// [`duet_model::Precision`]).
+    #[serde(default)]
+    pub precision: Precision,
+    /// f16 only: the dynamic loss scale's starting value (torch `GradScaler(init_scale)`).
+    #[serde(default = "default_loss_scale")]
+    pub loss_scale: f64,
+    /// f16 only: good steps after which the loss scale doubles (torch `growth_interval`).
+    #[serde(default = "default_growth_interval")]
+    pub loss_scale_growth_interval: u64,
+}
+
+fn default_loss_scale() -> f64 {
+    crate::scaler::INIT_SCALE
+}
+
+fn default_growth_interval() -> u64 {
+    crate::scaler::GROWTH_INTERVAL
 }
 
 impl TrainSection {

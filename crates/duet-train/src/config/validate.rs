@@ -33,6 +33,19 @@ impl TrainConfig {
                 "must be at least 1, got 0",
             ));
         }
+        let t = &self.train;
+        if !(t.loss_scale.is_finite() && t.loss_scale > 0.0) {
+            return Err(TrainError::invalid(
+                "train.loss_scale",
+                format!("must be positive and finite, got {}", t.loss_scale),
+            ));
+        }
+        if t.loss_scale_growth_interval == 0 {
+            return Err(TrainError::invalid(
+                "train.loss_scale_growth_interval",
+                "must be at least 1, got 0",
+            ));
+        }
         let o = &self.optimizer;
         if !(o.lr.is_finite() && o.lr > 0.0) {
             return Err(TrainError::invalid(

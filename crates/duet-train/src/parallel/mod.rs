@@ -57,6 +57,9 @@ pub(crate) struct Ranks<'a> {
     pub local_loss: bool,
     /// Keep only each block's input in the forward and recompute in the backward.
     pub grad_checkpointing: bool,
+    /// Every gradient is of the loss times this (f16's loss scale; 1 otherwise): the towers'
+    /// backward sees gradients large enough for f16, the caller divides them back.
+    pub loss_scale: f64,
 }
 
 /// The features of one block: image and text, `[b, e]` each.
@@ -184,7 +187,8 @@ pub(crate) fn gradients(
     let scored = if ranks.local_loss {
         local_loss(loss, model, all, blocks, ranks, step)?
     } else {
-        global_loss(loss, model, all, blocks, ranks.comm.rank() == 0, step)?
+        let live = ranks.comm.rank() == 0;
+        global_loss(loss, model, all, blocks, live, ranks.loss_scale, step)?
     };
     let Some((feature_grads, logit_grads)) = scored.grads else {
         return Ok((scored.value, None));
@@ -281,6 +285,7 @@ fn global_loss(
     (image, text): Features,
     blocks: BlockLayout,
     logits_live: bool,
+    loss_scale: f64,
     step: u64,
 ) -> Result<Scored, TrainError> {
     let image = image.detach().require_grad();
@@ -298,7 +303,7 @@ fn global_loss(
     if !value.is_finite() {
         return Ok(Scored { value, grads: None });
     }
-    let mut grads = value_tensor.backward();
+    let mut grads = scaled(value_tensor, loss_scale).backward();
     let (Some(d_image), Some(d_text)) =
         (image.grad_remove(&mut grads), text.grad_remove(&mut grads))
     else {
@@ -351,7 +356,7 @@ fn local_loss(
         let block_loss = loss_of(loss, batch, scale.clone(), bias.clone(), step)?
             .div_scalar(blocks.total as f64);
         value += f64::from(block_loss.clone().into_scalar::<f32>());
-        let mut grads = block_loss.backward();
+        let mut grads = scaled(block_loss, ranks.loss_scale).backward();
         let (Some(d_image), Some(d_text)) = (
             all_image.grad_remove(&mut grads),
             all_text.grad_remove(&mut grads),
@@ -403,6 +408,15 @@ fn local_loss(
         value,
         grads: Some((own, logit_grads.grads())),
     })
+}
+
+/// `loss × scale` (the loss itself when the scale is 1).
+fn scaled(loss: Tensor<1>, scale: f64) -> Tensor<1> {
+    if scale == 1.0 {
+        loss
+    } else {
+        loss.mul_scalar(scale)
+    }
 }
 
 /// `work(rank, item)` for every item, results in rank order: with `threaded`, each on its own
