@@ -2,6 +2,10 @@
 # The wgpu path against the CPU one: the same fine-tune (the HF test fixture, the bundled
 # sample, 6 steps of 16) on `--device cpu`, on `--device wgpu`, and data-parallel on two wgpu
 # ranks with 2 accumulated micro-batches each; the logged losses must agree to 1e-4 relative.
+# Then f16 (`--precision f16`, WGSL's `f16`, dynamic loss scale) on wgpu against f16 on the
+# CPU (1e-2 relative: two f16 implementations round differently) and against f32 (2e-2); a
+# forced overflow (`train.loss_scale=1e38`) must log skipped steps with the scale halving; and
+# bf16, which WGSL lacks, must be refused before any work, naming `train.precision`.
 #
 #   cargo build --release --features wgpu --bin duet
 #   scripts/check_wgpu.sh target/release/duet
@@ -28,6 +32,21 @@ run() {
 run cpu --device cpu --set train.batch_size=16
 run wgpu --device wgpu --set train.batch_size=16
 run wgpu2x2 --devices wgpu,wgpu --set train.batch_size=4 --set train.accum_freq=2
+run cpu-f16 --device cpu --set train.batch_size=16 --precision f16
+run wgpu-f16 --device wgpu --set train.batch_size=16 --precision f16
+run wgpu-overflow --device wgpu --set train.batch_size=16 --precision f16 \
+  --set train.steps=3 --set train.loss_scale=1e38
+echo "== wgpu-bf16: must be refused" >&2
+if "$duet" "${common[@]}" --run-dir "$out/wgpu-bf16" --device wgpu --precision bf16 \
+  >"$out/wgpu-bf16.log" 2>&1; then
+  echo "bf16 on wgpu was not refused" >&2
+  exit 1
+fi
+grep -q "train.precision" "$out/wgpu-bf16.log" || {
+  cat "$out/wgpu-bf16.log" >&2
+  exit 1
+}
+echo "bf16 on wgpu refused: $(grep -o 'train.precision.*' "$out/wgpu-bf16.log" | head -1)"
 python3 - "$out" <<'PY'
 import json, sys
 def losses(name):
@@ -43,5 +62,21 @@ for name in ("wgpu", "wgpu2x2"):
     print(f"{name}: {' '.join(f'{x:.6f}' for x in other)}  worst rel diff to cpu {worst:.1e}"
           f"  {'ok' if good else 'MISMATCH'}")
 print(f"cpu:     {' '.join(f'{x:.6f}' for x in cpu)}")
+for name, ref, bound in (("wgpu-f16", "cpu-f16", 1e-2), ("wgpu-f16", "cpu", 2e-2)):
+    a, b = losses(ref), losses(name)
+    worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+    good = len(a) == len(b) and worst <= bound
+    ok &= good
+    print(f"{name}: {' '.join(f'{x:.6f}' for x in b)}  worst rel diff to {ref} {worst:.1e}"
+          f" (bound {bound:.0e})  {'ok' if good else 'MISMATCH'}")
+rows = [json.loads(line) for line in open(f"{sys.argv[1]}/wgpu-overflow/metrics.jsonl")]
+rows = [r for r in rows if "loss" in r]
+scales = [r.get("loss_scale") for r in rows]
+good = (all(r.get("skipped") for r in rows)
+        and scales == [1e38 / 2 ** i for i in range(len(rows))]
+        and [r.get("skipped_steps") for r in rows] == list(range(1, len(rows) + 1)))
+ok &= good
+print(f"wgpu-overflow: skipped {[r.get('skipped') for r in rows]}, loss_scale {scales}  "
+      f"{'ok' if good else 'MISMATCH'}")
 sys.exit(0 if ok else 1)
 PY

@@ -75,6 +75,12 @@ pub struct StepArgs {
     /// Activation checkpointing (`train.grad_checkpointing`).
     #[arg(long)]
     grad_checkpointing: bool,
+    /// Patch dropout (`train.patch_dropout`): the fraction of each image's patches dropped.
+    #[arg(long, default_value_t = 0.0)]
+    patch_dropout: f64,
+    /// Compute type (`train.precision`): f32, bf16 or f16 (f16 with the dynamic loss scale).
+    #[arg(long, default_value = "f32", value_parser = crate::model_arg::parse_precision)]
+    precision: duet_model::Precision,
     #[command(flatten)]
     devices: DeviceArgs,
     /// Print one JSON object instead of a line.
@@ -94,6 +100,12 @@ fn step(args: &StepArgs) -> Result<()> {
     if args.steps == 0 || args.batch_size == 0 {
         bail!("--steps and --batch-size must be at least 1");
     }
+    if !(0.0..1.0).contains(&args.patch_dropout) {
+        bail!(
+            "--patch-dropout must be in [0, 1), got {}",
+            args.patch_dropout
+        );
+    }
     let mut clip =
         config_from_name_or_path(&args.model).with_context(|| format!("model {}", args.model))?;
     if let Some(size) = args.image_size {
@@ -103,7 +115,16 @@ fn step(args: &StepArgs) -> Result<()> {
     let devices = args.devices.resolve()?;
     let device = devices.first().context("no device")?;
     device.seed(0);
-    let mut model = clip.init(device).context("model")?;
+    if let Some(device) = devices.iter().find(|d| !args.precision.runs_on(d)) {
+        bail!(
+            "--precision {}: {device:?} has no such arithmetic",
+            args.precision
+        );
+    }
+    let mut model = clip
+        .init(device)
+        .context("model")?
+        .with_precision(args.precision);
     let params = model.num_params();
     // The OpenCLIP training defaults, plus the global-norm clip of configs/tiny.toml.
     let optimizer = OptimizerConfig {
@@ -112,7 +133,16 @@ fn step(args: &StepArgs) -> Result<()> {
     };
     let mut stepper = Stepper::new(Loss::info_nce(), &optimizer, NonFinite::Stop, &model)
         .with_devices(&devices)
-        .with_grad_checkpointing(args.grad_checkpointing);
+        .with_grad_checkpointing(args.grad_checkpointing)
+        .with_loss_scale(Stepper::scaler_for(
+            args.precision,
+            duet_train::LossScale::INIT_SCALE,
+            duet_train::LossScale::GROWTH_INTERVAL,
+        ))
+        .with_patch_dropout(Some(duet_train::PatchDropout {
+            prob: args.patch_dropout,
+            seed: 0,
+        }));
     let batch = args.batch_size * devices.len();
     let size = clip.vision.image_size;
     let images = Tensor::<4>::random(
@@ -124,6 +154,9 @@ fn step(args: &StepArgs) -> Result<()> {
 
     let mut times = Vec::with_capacity(args.steps);
     let mut loss = f64::NAN;
+    // GPU backends report what their allocator reserves (it keeps pages for reuse, so the
+    // largest after any step is the step's peak as the pool saw it); flex reports nothing.
+    let mut device_reserved: Option<u64> = None;
     for i in 0..args.warmup + args.steps {
         let started = Instant::now();
         // The step reads the loss and `logit_scale` back, so the device has finished it here.
@@ -138,6 +171,12 @@ fn step(args: &StepArgs) -> Result<()> {
         )?;
         model = next;
         loss = report.loss;
+        for d in &devices {
+            if let Some(usage) = d.memory_pool_usage() {
+                let held = device_reserved.unwrap_or(0);
+                device_reserved = Some(held.max(usage.bytes_reserved));
+            }
+        }
         if i >= args.warmup {
             times.push(started.elapsed().as_secs_f64());
         }
@@ -151,17 +190,25 @@ fn step(args: &StepArgs) -> Result<()> {
             serde_json::json!({
                 "model": args.model, "image_size": size, "batch_size": batch,
                 "grad_checkpointing": args.grad_checkpointing,
+                "precision": args.precision.name(), "patch_dropout": args.patch_dropout,
                 "devices": devices.len(), "steps": args.steps, "params": params,
                 "median_ms": median * 1e3, "mean_ms": mean * 1e3,
                 "samples_per_sec": batch as f64 / median, "last_loss": loss,
                 "peak_rss_mib": peak_rss_bytes()? as f64 / (1024.0 * 1024.0),
+                "device_reserved_mib": device_reserved.map(|b| b as f64 / (1024.0 * 1024.0)),
             })
         );
     } else {
         println!(
-            "{} @ {size} px, batch {batch} on {} device(s), {params} parameters: median {:.1} ms \
-             per step (mean {:.1}), {:.1} samples/s over {} steps, peak RSS {:.0} MiB",
+            "{} @ {size} px in {}{}, batch {batch} on {} device(s), {params} parameters: median \
+             {:.1} ms per step (mean {:.1}), {:.1} samples/s over {} steps, peak RSS {:.0} MiB",
             args.model,
+            args.precision,
+            if args.patch_dropout > 0.0 {
+                format!(" with patch dropout {}", args.patch_dropout)
+            } else {
+                String::new()
+            },
             devices.len(),
             median * 1e3,
             mean * 1e3,
@@ -169,6 +216,13 @@ fn step(args: &StepArgs) -> Result<()> {
             args.steps,
             peak_rss_bytes()? as f64 / (1024.0 * 1024.0)
         );
+        if let Some(bytes) = device_reserved {
+            println!(
+                "device memory reserved by burn's pool (largest after a step, over every \
+                 device): {:.0} MiB",
+                bytes as f64 / (1024.0 * 1024.0)
+            );
+        }
     }
     Ok(())
 }

@@ -43,6 +43,10 @@ pub struct EmbedArgs {
     /// Where to run the model.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceKind,
+    /// Compute type of the towers' matrix products: f32, bf16 or f16 (OpenCLIP's fp32,
+    /// amp_bf16, amp); the weights stay as loaded.
+    #[arg(long, default_value = "f32", value_parser = crate::model_arg::parse_precision)]
+    precision: duet_model::Precision,
 }
 
 /// Which flag an input came from, and its index among that flag's values.
@@ -194,7 +198,7 @@ pub fn run(args: EmbedArgs, order: Vec<Source>) -> Result<()> {
     let format = OutputFormat::from_path(&args.out)?;
     let inputs = gather_inputs(&args, &order)?;
     let device = args.device.device()?;
-    let loaded = crate::model_arg::load(&args.model, &device)?;
+    let loaded = crate::model_arg::load_in(&args.model, &device, args.precision)?;
     let (model, config) = (loaded.model, loaded.config);
     let tokenizer = tokenizer(&args, &config)?;
 

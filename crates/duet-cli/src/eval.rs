@@ -48,6 +48,10 @@ pub struct ZeroShotArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceKind,
+    /// Compute type of the towers' matrix products: f32, bf16 or f16 (OpenCLIP's fp32,
+    /// amp_bf16, amp); the weights stay as loaded.
+    #[arg(long, default_value = "f32", value_parser = crate::model_arg::parse_precision)]
+    precision: duet_model::Precision,
 }
 
 /// Arguments of `duet eval retrieval`.
@@ -71,6 +75,10 @@ pub struct RetrievalArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceKind,
+    /// Compute type of the towers' matrix products: f32, bf16 or f16 (OpenCLIP's fp32,
+    /// amp_bf16, amp); the weights stay as loaded.
+    #[arg(long, default_value = "f32", value_parser = crate::model_arg::parse_precision)]
+    precision: duet_model::Precision,
 }
 
 /// Runs `duet eval …`.
@@ -106,7 +114,7 @@ fn zero_shot(args: &ZeroShotArgs) -> Result<()> {
     };
     let templates = load_templates(&args.templates)?;
     let device = args.device.device()?;
-    let loaded = model_arg::load(&args.model, &device)?;
+    let loaded = model_arg::load_in(&args.model, &device, args.precision)?;
     let metrics = evaluate_zero_shot(
         &loaded.model,
         &loaded.config,
@@ -158,7 +166,7 @@ fn zero_shot(args: &ZeroShotArgs) -> Result<()> {
 
 fn retrieval(args: &RetrievalArgs) -> Result<()> {
     let device = args.device.device()?;
-    let loaded = model_arg::load(&args.model, &device)?;
+    let loaded = model_arg::load_in(&args.model, &device, args.precision)?;
     let source = PairSource {
         spec: args.data.clone(),
         fields: FieldSelector {

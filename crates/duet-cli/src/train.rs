@@ -27,6 +27,9 @@ pub struct PretrainArgs {
     /// The run directory; `runs/<config name>` by default.
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Compute type (`train.precision`): f32, bf16 or f16 (OpenCLIP's fp32, amp_bf16, amp).
+    #[arg(long, value_parser = crate::model_arg::parse_precision)]
+    precision: Option<duet_model::Precision>,
     #[command(flatten)]
     devices: DeviceArgs,
 }
@@ -61,6 +64,9 @@ pub struct FinetuneArgs {
     /// The run directory; `runs/<config name>-finetune` by default.
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Compute type (`train.precision`): f32, bf16 or f16 (OpenCLIP's fp32, amp_bf16, amp).
+    #[arg(long, value_parser = crate::model_arg::parse_precision)]
+    precision: Option<duet_model::Precision>,
     #[command(flatten)]
     devices: DeviceArgs,
 }
@@ -81,7 +87,8 @@ pub struct ResumeArgs {
 
 /// `duet pretrain`.
 pub fn pretrain(args: &PretrainArgs) -> Result<()> {
-    let config = TrainConfig::load(&args.config, &args.overrides)?;
+    let overrides = with_precision(&args.overrides, args.precision);
+    let config = TrainConfig::load(&args.config, &overrides)?;
     let run_dir = args
         .run_dir
         .clone()
@@ -91,7 +98,7 @@ pub fn pretrain(args: &PretrainArgs) -> Result<()> {
 
 /// `duet finetune`: the lock flags become `lock.*` overrides, checked like the file.
 pub fn finetune(args: &FinetuneArgs) -> Result<()> {
-    let mut overrides = args.overrides.clone();
+    let mut overrides = with_precision(&args.overrides, args.precision);
     if args.lock_image {
         overrides.push("lock.image=true".into());
     }
@@ -110,6 +117,15 @@ pub fn finetune(args: &FinetuneArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| default_run_dir(&args.config, "-finetune"));
     start(&config, &run_dir, &args.devices)
+}
+
+/// `overrides` and, last (so it wins), `train.precision` from `--precision`.
+fn with_precision(overrides: &[String], precision: Option<duet_model::Precision>) -> Vec<String> {
+    let mut all = overrides.to_vec();
+    if let Some(precision) = precision {
+        all.push(format!("train.precision=\"{precision}\""));
+    }
+    all
 }
 
 /// `runs/<config stem><suffix>`.

@@ -5,12 +5,13 @@
 //! [`duet_dist::Collective`]), checkpoints ([`checkpoint`]) and the run loop ([`run()`]).
 //!
 //! Modules and their arrows, one way: `run` → `start`, `step`, `evaluate`, `metrics`,
-//! `checkpoint`; `start` → `checkpoint`, `sync`, `step`, `memory`; `step` → `optim`, `scaler`, `parallel` →
+//! `checkpoint`; `start` → `checkpoint`, `sync`, `step`, `memory`; `step` → `optim`, `scaler`, `dropout`, `parallel` →
 //! `towers`, `sync`; `towers`, `sync` → `lazy`; `checkpoint` → `config` → `evaluate` (its sets'
 //! types), `lock`, `schedule`.
 
 pub mod checkpoint;
 mod config;
+mod dropout;
 mod error;
 mod evaluate;
 mod lazy;
@@ -31,6 +32,7 @@ pub use config::{
     CheckpointConfig, DataSection, FINETUNE_DEFAULT_LR, LogConfig, ModelSection, NonFinite,
     OptimizerConfig, TrainConfig, TrainSection,
 };
+pub use dropout::PatchDropout;
 pub use error::TrainError;
 pub use evaluate::{
     EvalConfig, EvalMetrics, EvalResult, RetrievalSet, ZeroShotSet, evaluate, metrics_row,

@@ -5,7 +5,8 @@
 //! The estimate is a lower bound, counted from the shapes: what the backward must keep (per
 //! token of each block: the two LayerNorms' inputs and outputs, q, k, v, the attention output,
 //! the attention probabilities, the MLP's hidden layer before and after its non-linearity; with
-//! activation checkpointing, each block's input and one block's activations),
+//! activation checkpointing, each block's input and one block's activations; in bf16/f16 all
+//! but the LayerNorms' in 2 bytes; with patch dropout, the image tower's kept tokens only),
 //! the weights, their gradients and AdamW's two moments, the batch's buffers, and the logits
 //! with their gradients. burn keeps some further intermediates, so a step needs more than this
 //! (BENCHMARKS.md compares it with measured peaks); refusing only above the lower bound never
@@ -14,6 +15,7 @@
 use duet_loss::Loss;
 use duet_model::ClipConfig;
 
+use crate::dropout::PatchDropout;
 use crate::start::Layout;
 use crate::{TrainConfig, TrainError};
 
@@ -39,9 +41,22 @@ impl StepMemory {
     pub(crate) fn estimate(config: &TrainConfig, clip: &ClipConfig, layout: &Layout) -> Self {
         let train = &config.train;
         let (v, t) = (&clip.vision, &clip.text);
-        let per_sample =
-            tower_activations(v.num_positions(), v.width, v.heads, v.mlp_dim, v.layers)
-                + tower_activations(t.context_length, t.width, t.heads, t.mlp_dim, t.layers);
+        let kind = Kept {
+            low: if train.precision.low().is_some() {
+                2
+            } else {
+                F32
+            },
+            checkpoint: train.grad_checkpointing,
+        };
+        let patches = v.num_positions() - 1;
+        let vision_tokens = 1 + PatchDropout {
+            prob: train.patch_dropout,
+            seed: 0,
+        }
+        .kept(patches);
+        let per_sample = kind.tower(vision_tokens, v.width, v.heads, v.mlp_dim, v.layers)
+            + kind.tower(t.context_length, t.width, t.heads, t.mlp_dim, t.layers);
         let n = |x: usize| x as u128;
         // Without accumulation every local device's block keeps its graph until the loss; with
         // it, one micro-batch is alive at a time (the others are cached features).
@@ -111,13 +126,32 @@ impl StepMemory {
     }
 }
 
-/// Bytes the backward keeps per sample for a tower of `layers` blocks over `tokens` tokens of
-/// `width`, `heads` heads and an MLP of `mlp`: per token and block, 8 `width`-vectors (LayerNorm
-/// inputs and outputs, q, k, v, the attention output), 2 `mlp`-vectors (before and after the
-/// non-linearity) and `heads × tokens` attention probabilities, in f32.
-fn tower_activations(tokens: usize, width: usize, heads: usize, mlp: usize, layers: usize) -> u128 {
-    let per_token = (8 * width + 2 * mlp + heads * tokens) as u128;
-    layers as u128 * tokens as u128 * per_token * F32
+/// How the step keeps activations.
+struct Kept {
+    /// Bytes per element of the blocks' matrix products (4 in f32, 2 in bf16/f16).
+    low: u128,
+    /// Activation checkpointing: the blocks' inputs and one block's activations.
+    checkpoint: bool,
+}
+
+impl Kept {
+    /// Bytes the backward keeps per sample for a tower of `layers` blocks over `tokens` tokens
+    /// of `width`, `heads` heads and an MLP of `mlp`: per token and block, 4 `width`-vectors
+    /// in f32 (LayerNorm inputs and outputs) and, in the compute type, 4 more (q, k, v, the
+    /// attention output), 2 `mlp`-vectors (before and after the non-linearity) and `heads ×
+    /// tokens` attention probabilities. With checkpointing: every block's f32 input, and one
+    /// block's activations.
+    fn tower(&self, tokens: usize, width: usize, heads: usize, mlp: usize, layers: usize) -> u128 {
+        let n = |x: usize| x as u128;
+        let per_token =
+            4 * n(width) * F32 + (4 * n(width) + 2 * n(mlp) + n(heads * tokens)) * self.low;
+        let block = n(tokens) * per_token;
+        if self.checkpoint {
+            n(layers) * n(tokens) * n(width) * F32 + block
+        } else {
+            n(layers) * block
+        }
+    }
 }
 
 /// `1.5 GiB`, `23.4 TiB`.
@@ -144,10 +178,28 @@ mod tests {
     fn vit_b_32_by_hand() {
         // ViT-B/32 image tower: 50 tokens, width 768, 12 heads, MLP 3072, 12 blocks:
         // per token 8·768 + 2·3072 + 12·50 = 12,888 floats; × 50 × 12 × 4 B = 30,931,200 B.
-        assert_eq!(tower_activations(50, 768, 12, 3072, 12), 30_931_200);
+        let f32 = Kept {
+            low: 4,
+            checkpoint: false,
+        };
+        assert_eq!(f32.tower(50, 768, 12, 3072, 12), 30_931_200);
         // Its text tower: 77 tokens, width 512, 8 heads, MLP 2048, 12 blocks:
         // 8·512 + 2·2048 + 8·77 = 8,808 floats; × 77 × 12 × 4 B = 32,554,368 B.
-        assert_eq!(tower_activations(77, 512, 8, 2048, 12), 32_554_368);
+        assert_eq!(f32.tower(77, 512, 8, 2048, 12), 32_554_368);
+        // bf16: 4·768 floats of 4 B, 4·768 + 2·3072 + 600 = 9,816 values of 2 B: 31,920 B per
+        // token; × 50 × 12 = 19,152,000 B.
+        let bf16 = Kept {
+            low: 2,
+            checkpoint: false,
+        };
+        assert_eq!(bf16.tower(50, 768, 12, 3072, 12), 19_152_000);
+        // Checkpointed f32: 12 block inputs of 50 × 768 × 4 B = 1,843,200 B, plus one block's
+        // 30,931,200 / 12 = 2,577,600 B.
+        let checkpointed = Kept {
+            low: 4,
+            checkpoint: true,
+        };
+        assert_eq!(checkpointed.tower(50, 768, 12, 3072, 12), 4_420_800);
         assert_eq!(bytes(1536 * 1024 * 1024), "1.5 GiB");
         assert_eq!(bytes(1000), "1000 B");
     }
@@ -191,5 +243,10 @@ mod tests {
             StepMemory::estimate(&config, &clip, &two).logits,
             4 * 64 * 128 * 4
         );
+        // Patch dropout 0.5: the image tower keeps 32 of its 64 patches, 33 tokens: per token
+        // 8·128 + 2·512 + 4·33 = 2,180 floats → 33·2·2,180·4 B = 575,520 B.
+        let (config, _) = tiny(&["train.patch_dropout=0.5"]);
+        let m = StepMemory::estimate(&config, &clip, &layout);
+        assert_eq!(m.activations, 64 * (575_520 + 1_451_296));
     }
 }

@@ -7,11 +7,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// torch `GradScaler`'s `init_scale`: 2^16.
-pub const INIT_SCALE: f64 = 65_536.0;
-/// torch `GradScaler`'s `growth_interval`.
-pub const GROWTH_INTERVAL: u64 = 2_000;
-
 /// See the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LossScale {
@@ -26,6 +21,11 @@ pub struct LossScale {
 }
 
 impl LossScale {
+    /// torch `GradScaler`'s `init_scale`: 2^16.
+    pub const INIT_SCALE: f64 = 65_536.0;
+    /// torch `GradScaler`'s `growth_interval`.
+    pub const GROWTH_INTERVAL: u64 = 2_000;
+
     /// A scale starting at `scale`, doubling after `growth_interval` good steps.
     pub fn new(scale: f64, growth_interval: u64) -> Self {
         Self {
@@ -60,7 +60,7 @@ mod tests {
     #[test]
     fn backs_off_on_overflow_and_grows_after_the_interval() {
         // 65536 → overflow → 32768 (1 skipped); 3 good steps of an interval of 3 → 65536.
-        let mut s = LossScale::new(INIT_SCALE, 3);
+        let mut s = LossScale::new(LossScale::INIT_SCALE, 3);
         s.update(false);
         assert_eq!((s.scale, s.skipped_steps, s.good_steps), (32_768.0, 1, 0));
         s.update(true);

@@ -9,6 +9,7 @@ use duet_data::{LoaderCursor, owned_slots};
 use duet_dist::Collective;
 use duet_model::{ClipConfig, ClipModel};
 
+use crate::dropout::PatchDropout;
 use crate::scaler::LossScale;
 
 use crate::checkpoint::{self, bad, io};
@@ -288,6 +289,10 @@ fn stepper(
     .with_local_loss(config.train.local_loss)
     .with_grad_checkpointing(config.train.grad_checkpointing)
     .with_loss_scale(scaler)
+    .with_patch_dropout(Some(PatchDropout {
+        prob: t.patch_dropout,
+        seed: t.seed,
+    }))
 }
 
 /// Refuses, before any work, a precision a device cannot compute in.

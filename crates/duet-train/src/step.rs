@@ -7,6 +7,7 @@ use duet_dist::Collective;
 use duet_loss::Loss;
 use duet_model::{ClipModel, Precision};
 
+use crate::dropout::PatchDropout;
 use crate::optim::{ParamInfo, adamw, clip_to, float_params, global_norm, multiply};
 use crate::parallel::Ranks;
 use crate::scaler::LossScale;
@@ -48,6 +49,8 @@ pub struct Stepper {
     grad_checkpointing: bool,
     /// f16's dynamic loss scale.
     scaler: Option<LossScale>,
+    /// Patch dropout of the training images.
+    patch_dropout: Option<PatchDropout>,
 }
 
 impl std::fmt::Debug for Stepper {
@@ -61,6 +64,7 @@ impl std::fmt::Debug for Stepper {
             .field("local_loss", &self.local_loss)
             .field("grad_checkpointing", &self.grad_checkpointing)
             .field("scaler", &self.scaler)
+            .field("patch_dropout", &self.patch_dropout)
             .finish_non_exhaustive()
     }
 }
@@ -83,7 +87,16 @@ impl Stepper {
             local_loss: false,
             grad_checkpointing: false,
             scaler: None,
+            patch_dropout: None,
         }
+    }
+
+    /// With `dropout`, every training image keeps only some of its patch tokens (see
+    /// [`PatchDropout`]); `None` or a probability of 0 keeps them all.
+    #[must_use]
+    pub fn with_patch_dropout(mut self, dropout: Option<PatchDropout>) -> Self {
+        self.patch_dropout = dropout.filter(|d| d.prob > 0.0);
+        self
     }
 
     /// With `scaler`, every step's loss is multiplied by its scale before the backward and the
@@ -256,6 +269,7 @@ impl Stepper {
             local_loss: self.local_loss,
             grad_checkpointing: self.grad_checkpointing,
             loss_scale: self.scaler.map_or(1.0, |s| s.scale),
+            patch_dropout: self.patch_dropout,
         };
         crate::parallel::gradients(self.loss, model, images, tokens, ranks, accum, step)
     }
@@ -274,6 +288,7 @@ mod tests {
     use duet_loss::ContrastiveBatch;
 
     use super::*;
+    use crate::dropout::PatchDropout;
     use crate::towers::loss_of;
 
     fn setup(init_scale: f64) -> (ClipModel, Stepper, Tensor<4>, Tensor<2, Int>) {
@@ -523,6 +538,57 @@ mod tests {
             .expect_err("4 over 2 × 4");
         assert!(err.to_string().contains("train.accum_freq"), "{err}");
         drop((single, device));
+    }
+
+    #[test]
+    fn patch_dropout_gradients_are_the_kept_patches_and_split_like_the_batch() {
+        // The tiny model at 64 px: 8 × 8 = 64 patches; p = 0.5 keeps 32 per image, drawn for
+        // step 7 by row. By hand: the image tower on exactly those patches, one joint backward.
+        let (model, _, images, tokens) = setup(2.0);
+        let device = Device::flex().autodiff();
+        let dropout = PatchDropout { prob: 0.5, seed: 4 };
+        let keep = dropout.indices(7, 0, 4, 64, &device);
+        assert_eq!(keep.dims(), [4, 32]);
+        let image = model.vision.head(
+            model
+                .vision
+                .forward_hidden_keeping(images.clone(), Some(keep)),
+        );
+        let batch = ContrastiveBatch::new(image, model.encode_text(tokens.clone()));
+        let value =
+            loss_of(Loss::info_nce(), batch, model.logit_scale.val(), None, 7).expect("loss");
+        let by_hand_loss = f64::from(value.clone().into_scalar::<f32>());
+        let by_hand = GradientsParams::from_grads(value.backward(), &model);
+        let (plain_loss, _) = stepper(&model)
+            .gradients(&model, images.clone(), tokens.clone(), 1, 7, &Solo)
+            .expect("loss");
+        assert!(
+            (plain_loss - by_hand_loss).abs() > 1e-6,
+            "dropout changed nothing"
+        );
+        // One block; 2 devices × 2 micro-batches (rows drawn by their place in the global
+        // batch, so the same patches); and with checkpointing, which recomputes the blocks.
+        let one = stepper(&model).with_patch_dropout(Some(dropout));
+        let four = stepper(&model)
+            .with_patch_dropout(Some(dropout))
+            .with_devices(&[device.clone(), device.clone()]);
+        let replayed = stepper(&model)
+            .with_patch_dropout(Some(dropout))
+            .with_grad_checkpointing(true);
+        for (what, stepper, accum) in [
+            ("one", one, 1),
+            ("2 × 2", four, 2),
+            ("checkpointed", replayed, 1),
+        ] {
+            let (loss, grads) = stepper
+                .gradients(&model, images.clone(), tokens.clone(), accum, 7, &Solo)
+                .expect("loss");
+            assert!(
+                (loss - by_hand_loss).abs() < 1e-6,
+                "{what}: {loss} vs {by_hand_loss}"
+            );
+            assert_same_gradients(&model, &by_hand, &grads.expect("finite"));
+        }
     }
 
     /// Every float parameter's gradient in `b` equals the one in `a`, relative to `a`'s largest.

@@ -50,16 +50,18 @@ struct Replay {
 }
 
 enum TowerInput {
-    Image(Tensor<4>),
+    /// Pixels, and the patches patch dropout keeps (all without).
+    Image(Tensor<4>, Option<Box<Tensor<2, Int>>>),
     Text(Tensor<2, Int>),
 }
 
 /// Both towers' forward, each tower on a thread of its own; with `checkpoint`, keeping only
-/// each block's input.
+/// each block's input. `keep`: the patches each image keeps (patch dropout), all without.
 pub(crate) fn encode_apart(
     model: &ClipModel,
     images: Tensor<4>,
     tokens: Tensor<2, Int>,
+    keep: Option<Tensor<2, Int>>,
     checkpoint: bool,
 ) -> (TowerPass, TowerPass) {
     // burn draws parameters lazily, at first use, from a process-wide generator: drawn by two
@@ -67,7 +69,13 @@ pub(crate) fn encode_apart(
     crate::lazy::materialize(model);
     let replica = model.clone();
     side_by_side(
-        move || encode(&replica, TowerInput::Image(images), checkpoint),
+        move || {
+            encode(
+                &replica,
+                TowerInput::Image(images, keep.map(Box::new)),
+                checkpoint,
+            )
+        },
         || encode(model, TowerInput::Text(tokens), checkpoint),
     )
 }
@@ -75,12 +83,16 @@ pub(crate) fn encode_apart(
 fn encode(model: &ClipModel, input: TowerInput, checkpoint: bool) -> TowerPass {
     // A tower with nothing to train (locked) needs no graph at all, let alone a replay.
     let trainable = match &input {
-        TowerInput::Image(_) => trains(&model.vision),
+        TowerInput::Image(..) => trains(&model.vision),
         TowerInput::Text(_) => trains(&model.text),
     };
     if !(checkpoint && trainable) {
         let features = match input {
-            TowerInput::Image(pixels) => model.encode_image(pixels),
+            TowerInput::Image(pixels, keep) => model.vision.head(
+                model
+                    .vision
+                    .forward_hidden_keeping(pixels, keep.map(|k| *k)),
+            ),
             TowerInput::Text(ids) => model.encode_text(ids),
         };
         return TowerPass {
@@ -93,9 +105,13 @@ fn encode(model: &ClipModel, input: TowerInput, checkpoint: bool) -> TowerPass {
     // no gradient: nothing is tracked, so no graph is kept (a detached output would not free its
     // graph: burn sweeps orphaned nodes only at a backward).
     let (mut x, blocks, causal) = match &input {
-        TowerInput::Image(pixels) => {
+        TowerInput::Image(pixels, keep) => {
             let tower = model.vision.clone().no_grad();
-            (tower.embed(pixels.clone()), tower.blocks, false)
+            (
+                tower.embed_keeping(pixels.clone(), keep.as_deref().cloned()),
+                tower.blocks,
+                false,
+            )
         }
         TowerInput::Text(ids) => {
             let tower = model.text.clone().no_grad();
@@ -109,7 +125,7 @@ fn encode(model: &ClipModel, input: TowerInput, checkpoint: bool) -> TowerPass {
     }
     let head_input = x.require_grad();
     let features = match &input {
-        TowerInput::Image(_) => model.vision.head(head_input.clone()),
+        TowerInput::Image(..) => model.vision.head(head_input.clone()),
         TowerInput::Text(ids) => model
             .text
             .head(head_input.clone(), model.text.pool_index(ids.clone())),
@@ -156,7 +172,7 @@ fn tower_gradients(model: &ClipModel, pass: TowerPass, grad: Tensor<2>) -> Vec<G
     let mut d_x = replay.head_input.grad_remove(&mut head);
     all.push(GradientsParams::from_grads(head, model));
     let (blocks, causal) = match &replay.input {
-        TowerInput::Image(_) => (&model.vision.blocks, false),
+        TowerInput::Image(..) => (&model.vision.blocks, false),
         TowerInput::Text(_) => (&model.text.blocks, true),
     };
     for (block, input) in blocks.iter().zip(replay.block_inputs).rev() {
@@ -171,7 +187,7 @@ fn tower_gradients(model: &ClipModel, pass: TowerPass, grad: Tensor<2>) -> Vec<G
     }
     if let Some(d_embedded) = d_x {
         let embedded = match replay.input {
-            TowerInput::Image(pixels) => model.vision.embed(pixels),
+            TowerInput::Image(pixels, keep) => model.vision.embed_keeping(pixels, keep.map(|k| *k)),
             TowerInput::Text(ids) => model.text.embed(ids),
         };
         if embedded.is_tracked() {

@@ -169,6 +169,11 @@ pub struct TrainSection {
     /// [`duet_model::Precision`]).
     #[serde(default)]
     pub precision: Precision,
+    /// Patch dropout (FLIP; OpenCLIP `vision_cfg.patch_dropout` / `--force-patch-dropout`):
+    /// the fraction of each image's patch tokens dropped in training steps, `[0, 1)`; 0 (the
+    /// default) keeps them all. Evaluation always sees every patch.
+    #[serde(default)]
+    pub patch_dropout: f64,
     /// f16 only: the dynamic loss scale's starting value (torch `GradScaler(init_scale)`).
     #[serde(default = "default_loss_scale")]
     pub loss_scale: f64,
@@ -178,11 +183,11 @@ pub struct TrainSection {
 }
 
 fn default_loss_scale() -> f64 {
-    crate::scaler::INIT_SCALE
+    crate::scaler::LossScale::INIT_SCALE
 }
 
 fn default_growth_interval() -> u64 {
-    crate::scaler::GROWTH_INTERVAL
+    crate::scaler::LossScale::GROWTH_INTERVAL
 }
 
 impl TrainSection {

@@ -40,6 +40,12 @@ impl TrainConfig {
                 format!("must be positive and finite, got {}", t.loss_scale),
             ));
         }
+        if !(0.0..1.0).contains(&t.patch_dropout) {
+            return Err(TrainError::invalid(
+                "train.patch_dropout",
+                format!("must be in [0, 1), got {}", t.patch_dropout),
+            ));
+        }
         if t.loss_scale_growth_interval == 0 {
             return Err(TrainError::invalid(
                 "train.loss_scale_growth_interval",

@@ -42,6 +42,7 @@ use duet_loss::{ContrastiveBatch, Gathered, Loss};
 use duet_model::ClipModel;
 
 use crate::TrainError;
+use crate::dropout::PatchDropout;
 use crate::sync::{all_gather_rows, all_reduce_gradients, comm_error, reduce_scatter_rows};
 use crate::towers::{TowerPass, encode_apart, loss_of, towers_backward};
 
@@ -60,6 +61,8 @@ pub(crate) struct Ranks<'a> {
     /// Every gradient is of the loss times this (f16's loss scale; 1 otherwise): the towers'
     /// backward sees gradients large enough for f16, the caller divides them back.
     pub loss_scale: f64,
+    /// Patch dropout of the training images, drawn per row of the global batch.
+    pub patch_dropout: Option<PatchDropout>,
 }
 
 /// The features of one block: image and text, `[b, e]` each.
@@ -109,6 +112,8 @@ pub(crate) fn gradients(
     // burn draws parameters lazily from a process-wide generator: draw any still pending
     // before the replicas are forked and the ranks' threads start.
     crate::lazy::materialize(model);
+    // Patch tokens per image: the positions less the class token's.
+    let patches = model.vision.position_embedding.val().dims()[0].saturating_sub(1);
     let locals: Vec<_> = images
         .chunk(devices.len(), 0)
         .into_iter()
@@ -124,11 +129,21 @@ pub(crate) fn gradients(
             } else {
                 model.clone().fork(device)
             };
-            let micro: Vec<(Tensor<4>, Tensor<2, Int>)> = images
+            // Block `first_block + rank · accum + j` holds global rows from
+            // `(first_block + rank · accum + j) · block_size` on.
+            let micro: Vec<Micro> = images
                 .to_device(device)
                 .chunk(accum, 0)
                 .into_iter()
                 .zip(tokens.to_device(device).chunk(accum, 0))
+                .enumerate()
+                .map(|(j, (images, tokens))| {
+                    let first_row = (first_block + rank * accum + j) * block_size;
+                    let keep = ranks
+                        .patch_dropout
+                        .map(|d| d.indices(step, first_row, block_size, patches, device));
+                    (images, tokens, keep)
+                })
                 .collect();
             (replica, micro)
         })
@@ -148,9 +163,14 @@ pub(crate) fn gradients(
     let encoded = on_every_rank(locals, threaded, |_, (replica, micro)| {
         let blocks: Vec<Encoded> = micro
             .iter()
-            .map(|(images, tokens)| {
-                let (image, text) =
-                    encode_apart(&replica, images.clone(), tokens.clone(), checkpoint);
+            .map(|(images, tokens, keep)| {
+                let (image, text) = encode_apart(
+                    &replica,
+                    images.clone(),
+                    tokens.clone(),
+                    keep.clone(),
+                    checkpoint,
+                );
                 if accum == 1 {
                     Encoded::Live(Box::new((image, text)))
                 } else {
@@ -199,10 +219,12 @@ pub(crate) fn gradients(
     let results = on_every_rank(encoded, threaded, |rank, (replica, micro, blocks)| {
         let device = &devices[rank];
         let mut summed = GradientsAccumulator::<ClipModel>::new();
-        for (j, ((images_j, tokens_j), kept)) in micro.into_iter().zip(blocks).enumerate() {
+        for (j, ((images_j, tokens_j, keep_j), kept)) in micro.into_iter().zip(blocks).enumerate() {
             let live = match kept {
                 Encoded::Live(passes) => *passes,
-                Encoded::Cached(_) => encode_apart(&replica, images_j, tokens_j, checkpoint),
+                Encoded::Cached(_) => {
+                    encode_apart(&replica, images_j, tokens_j, keep_j, checkpoint)
+                }
             };
             let rows = (rank * accum + j) * block_size;
             let grads = (
@@ -236,6 +258,9 @@ pub(crate) fn gradients(
     };
     Ok((scored.value, Some(grads)))
 }
+
+/// One micro-batch: images, tokens, and the patches patch dropout keeps.
+type Micro = (Tensor<4>, Tensor<2, Int>, Option<Tensor<2, Int>>);
 
 /// Refuses a batch of `n` that does not split into `devices × accum` equal blocks, naming the
 /// key to change.
