@@ -783,3 +783,41 @@ fn eval_retrieval_and_zero_shot_print_json_metrics() {
         &["--classes FILE is needed"],
     );
 }
+
+#[test]
+fn embed_in_bf16_is_near_f32_and_unknown_precisions_are_refused() {
+    // The OpenCLIP fixture's caption 0 in bf16: unit embeddings of 24 values, within 2e-2 of
+    // f32's per value (bf16 keeps 8 bits of mantissa; the fixture test bounds the relative
+    // error of the features by 1e-2) but not equal to them (the casts happened).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("bf16.jsonl");
+    ok(&[
+        "embed",
+        "--model",
+        "tests/fixtures/clip-tiny/openclip",
+        "--text",
+        "a photo of a cat",
+        "--precision",
+        "amp_bf16",
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    let row = &read_jsonl(&out)[0];
+    let want = reference_row("reference-openclip.safetensors", "text_embeds", 0);
+    let diff = max_abs_diff(&row.embedding, &want);
+    assert!(diff < 2e-2 && diff > 0.0, "bf16 vs f32: max abs diff {diff}");
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            "tests/fixtures/clip-tiny/openclip",
+            "--text",
+            "a",
+            "--precision",
+            "fp8",
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ],
+        &["--precision", "fp8", "bf16"],
+    );
+}
