@@ -805,7 +805,10 @@ fn embed_in_bf16_is_near_f32_and_unknown_precisions_are_refused() {
     let row = &read_jsonl(&out)[0];
     let want = reference_row("reference-openclip.safetensors", "text_embeds", 0);
     let diff = max_abs_diff(&row.embedding, &want);
-    assert!(diff < 2e-2 && diff > 0.0, "bf16 vs f32: max abs diff {diff}");
+    assert!(
+        diff < 2e-2 && diff > 0.0,
+        "bf16 vs f32: max abs diff {diff}"
+    );
     fails_with(
         &[
             "embed",

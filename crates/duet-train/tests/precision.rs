@@ -140,6 +140,39 @@ fn a_forced_f16_overflow_skips_the_step_and_halves_the_scale() {
 }
 
 #[test]
+fn a_patch_dropout_runs_evaluation_sees_every_patch() {
+    // 2 steps with half the patches dropped, held-out retrieval at the end; the same weights
+    // (the step-2 checkpoint) evaluated on their own, with no train config at all, give the
+    // run's numbers exactly: the run's evaluation dropped nothing.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config(&[
+        "train.patch_dropout=0.5",
+        "train.steps=2",
+        "schedule.warmup_steps=1",
+        "eval.every_steps=2",
+    ]);
+    config.eval.retrieval.push(duet_train::RetrievalSet {
+        name: "val".into(),
+        data: workspace("datasets/sample/val/00000.tar"),
+    });
+    let summary = train(&config, dir.path(), Start::Fresh, None);
+    let device = Device::flex().autodiff();
+    let saved =
+        duet_train::checkpoint::load(&dir.path().join("checkpoints/step-00000002"), &device)
+            .expect("checkpoint");
+    let alone = duet_train::evaluate(
+        &saved.model,
+        &saved.clip,
+        &config.eval,
+        &config.data.fields(),
+        &device,
+    )
+    .expect("evaluates");
+    assert_eq!(summary.eval.len(), 1);
+    assert_eq!(alone, summary.eval);
+}
+
+#[test]
 fn a_patch_dropout_run_resumes_exactly() {
     // Half of the tiny model's 64 patches dropped, drawn by (seed, step, row): the same
     // patches after the resume.
