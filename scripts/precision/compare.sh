@@ -5,6 +5,9 @@
 #
 #   bash scripts/precision/compare.sh [OUT_DIR] [PRECISIONS...]   # default: runs/precision f32 bf16 f16
 #
+# DUET_BIN=path runs that binary instead of building one; DUET_DEVICE=wgpu trains there (a
+# binary built with --features wgpu; f32 must be among the precisions for the gaps).
+#
 # CPU (flex): bf16/f16 matrix products go through f32 there, so they are slower, not faster;
 # this checks the numerics, not speed.
 set -euo pipefail
@@ -13,12 +16,17 @@ out="${1:-runs/precision}"
 shift || true
 precisions=("$@")
 [ ${#precisions[@]} -gt 0 ] || precisions=(f32 bf16 f16)
-cargo build --release --quiet --bin duet
-duet="${CARGO_TARGET_DIR:-target}/release/duet"
+duet="${DUET_BIN:-}"
+if [ -z "$duet" ]; then
+  cargo build --release --quiet --bin duet
+  duet="${CARGO_TARGET_DIR:-target}/release/duet"
+fi
+device="${DUET_DEVICE:-cpu}"
 for p in "${precisions[@]}"; do
   rm -rf "$out/$p"
   start=$(date +%s)
-  "$duet" pretrain --config configs/tiny.toml --precision "$p" --run-dir "$out/$p" > "$out-$p.log" 2>&1
+  "$duet" pretrain --config configs/tiny.toml --precision "$p" --device "$device" \
+    --run-dir "$out/$p" > "$out-$p.log" 2>&1
   echo "$p: $(( $(date +%s) - start )) s"
 done
 python3 - "$out" "${precisions[@]}" <<'PY'
