@@ -2,7 +2,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::activation::{gelu, gelu_approximate, sigmoid};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, FloatDType, Tensor};
@@ -119,33 +119,45 @@ impl BlockConfig {
 }
 
 impl Attention {
+    pub(crate) fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
     /// Scaled dot-product self-attention with scale `1/sqrt(d/heads)`.
     ///
     /// `x`: `[b, t, d]` -> `[b, t, d]` (f32 in every [`Precision`]). `causal` masks every key
     /// after its query.
     pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
-        let [b, t, d] = x.dims();
+        self.attend(x.clone(), x, causal)
+    }
+
+    /// Attention of `query` `[b, tq, d]` over `context` `[b, tk, d]` -> `[b, tq, d]`: queries
+    /// projected from the one, keys and values from the other (SigLIP's pooling probe).
+    pub fn attend(&self, query: Tensor<3>, context: Tensor<3>, causal: bool) -> Tensor<3> {
+        let [b, tq, d] = query.dims();
+        let [_, tk, _] = context.dims();
         let head_dim = d / self.heads;
-        let split = |y: Tensor<3>| y.reshape([b, t, self.heads, head_dim]).swap_dims(1, 2);
-        let merge = |y: Tensor<4>| y.swap_dims(1, 2).reshape([b, t, d]);
+        let split =
+            |y: Tensor<3>, t: usize| y.reshape([b, t, self.heads, head_dim]).swap_dims(1, 2);
+        let merge = |y: Tensor<4>| y.swap_dims(1, 2).reshape([b, tq, d]);
         if let Some(dtype) = self.precision.low() {
-            let x = to(x, dtype);
-            let q = split(linear_in(&self.q, x.clone(), dtype));
-            let k = split(linear_in(&self.k, x.clone(), dtype));
-            let v = split(linear_in(&self.v, x, dtype));
-            let context = attention_in(q, k, v, causal, dtype);
-            return to(linear_in(&self.out, merge(context), dtype), FloatDType::F32);
+            let (query, context) = (to(query, dtype), to(context, dtype));
+            let q = split(linear_in(&self.q, query, dtype), tq);
+            let k = split(linear_in(&self.k, context.clone(), dtype), tk);
+            let v = split(linear_in(&self.v, context, dtype), tk);
+            let out = attention_in(q, k, v, causal, dtype);
+            return to(linear_in(&self.out, merge(out), dtype), FloatDType::F32);
         }
-        let q = split(self.q.forward(x.clone()));
-        let k = split(self.k.forward(x.clone()));
-        let v = split(self.v.forward(x));
+        let q = split(self.q.forward(query), tq);
+        let k = split(self.k.forward(context.clone()), tk);
+        let v = split(self.v.forward(context), tk);
         let options = AttentionModuleOptions {
             scale: None,
             softcap: None,
             is_causal: causal,
         };
-        let context = attention(q, k, v, None, None, options);
-        self.out.forward(merge(context))
+        let out = attention(q, k, v, None, None, options);
+        self.out.forward(merge(out))
     }
 }
 
@@ -163,6 +175,10 @@ pub(crate) fn linear_in<const D: usize>(
 }
 
 impl Mlp {
+    pub(crate) fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
     /// `x`: `[b, t, d]` -> `[b, t, d]`.
     ///
     /// In a low [`Precision`] the hidden activations stay in it; the output is f32.
@@ -176,6 +192,7 @@ impl Mlp {
             Activation::Gelu => gelu(h),
             // OpenAI CLIP model.py: x * sigmoid(1.702 * x).
             Activation::QuickGelu => h.clone() * sigmoid(h * 1.702),
+            Activation::GeluTanh => gelu_approximate(h),
         };
         match low {
             Some(dtype) => to(linear_in(&self.fc2, h, dtype), FloatDType::F32),

@@ -31,9 +31,39 @@ pub enum Activation {
     Gelu,
     /// `x * sigmoid(1.702 x)`.
     QuickGelu,
+    /// The tanh approximation of GELU (`gelu_pytorch_tanh`, SigLIP's).
+    GeluTanh,
 }
 
-/// The image tower: a ViT with a class token, pre-LN, pre-norm blocks and post-LN on the class token.
+/// How the image tower turns its sequence into one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VisionPool {
+    /// `ln_post` on the class token (CLIP).
+    #[default]
+    ClassToken,
+    /// `ln_post` on every token, then attention pooling with a learned probe (SigLIP's MAP
+    /// head: multi-head attention, LayerNorm, MLP).
+    Map,
+}
+
+/// Where the text tower pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextPool {
+    /// The first end-of-text token of each row (CLIP).
+    #[default]
+    FirstEot,
+    /// The last position (SigLIP: captions padded to the full length).
+    Last,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The image tower: a ViT with pre-norm blocks; CLIP's has a class token, pre-LN and post-LN on
+/// the class token, SigLIP's patch bias, no class token, no pre-LN and a MAP head.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VisionConfig {
     /// Input side length in pixels (square images).
@@ -56,9 +86,26 @@ pub struct VisionConfig {
     pub image_mean: [f32; 3],
     /// Per-channel normalisation standard deviation.
     pub image_std: [f32; 3],
+    /// A class token before the patches (CLIP); SigLIP has none.
+    #[serde(default = "yes")]
+    pub class_token: bool,
+    /// The patch embedding has a bias (SigLIP).
+    #[serde(default)]
+    pub patch_bias: bool,
+    /// A LayerNorm before the blocks (CLIP's `ln_pre`); SigLIP has none.
+    #[serde(default = "yes")]
+    pub ln_pre: bool,
+    /// Pooling: the class token (CLIP) or the attention-pooling head (SigLIP).
+    #[serde(default)]
+    pub pool: VisionPool,
+    /// A projection without bias to `embed_dim` (CLIP); SigLIP's pooled output is the
+    /// embedding, so `embed_dim` is its width.
+    #[serde(default = "yes")]
+    pub proj: bool,
 }
 
-/// The text tower: a causal transformer pooled at the first end-of-text token.
+/// The text tower: a causal transformer pooled at the first end-of-text token (CLIP), or a
+/// bidirectional one pooled at the last position with a biased head (SigLIP).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextConfig {
     /// Tokens per caption (77 for CLIP).
@@ -79,6 +126,15 @@ pub struct TextConfig {
     pub layer_norm_eps: f64,
     /// The token the tower pools at (its first occurrence in each row).
     pub eot_token_id: u32,
+    /// Each position attends only to itself and earlier ones (CLIP); SigLIP attends both ways.
+    #[serde(default = "yes")]
+    pub causal: bool,
+    /// Where the tower pools.
+    #[serde(default)]
+    pub pool: TextPool,
+    /// The projection has a bias (SigLIP's `head`).
+    #[serde(default)]
+    pub proj_bias: bool,
 }
 
 /// A whole CLIP dual encoder.
@@ -102,9 +158,14 @@ impl VisionConfig {
         self.image_size / self.patch_size
     }
 
-    /// Tokens per image: one per patch plus the class token.
+    /// Patch tokens per image.
+    pub fn num_patches(&self) -> usize {
+        self.grid_size() * self.grid_size()
+    }
+
+    /// Tokens per image: one per patch, plus the class token if there is one.
     pub fn num_positions(&self) -> usize {
-        self.grid_size() * self.grid_size() + 1
+        self.num_patches() + usize::from(self.class_token)
     }
 }
 
@@ -119,18 +180,31 @@ impl ClipConfig {
     /// shapes (the tests count a built model's).
     pub fn num_params(&self) -> usize {
         let (v, t) = (&self.vision, &self.text);
-        let vision = 3 * v.patch_size * v.patch_size * v.width // patch embedding, no bias
-            + v.width // class token
+        let on = |flag: bool, n: usize| if flag { n } else { 0 };
+        // The MAP head: probe, fused in_proj with bias, out_proj with bias, LayerNorm, MLP.
+        let map = v.width
+            + 3 * v.width * v.width
+            + 3 * v.width
+            + v.width * v.width
+            + v.width
+            + 2 * v.width
+            + (v.width * v.mlp_dim + v.mlp_dim)
+            + (v.mlp_dim * v.width + v.width);
+        let vision = 3 * v.patch_size * v.patch_size * v.width // patch embedding
+            + on(v.patch_bias, v.width)
+            + on(v.class_token, v.width)
             + v.num_positions() * v.width
-            + 2 * v.width // ln_pre
+            + on(v.ln_pre, 2 * v.width)
             + v.layers * block_params(v.width, v.mlp_dim)
             + 2 * v.width // ln_post
-            + v.width * self.embed_dim; // projection, no bias
+            + on(v.pool == VisionPool::Map, map)
+            + on(v.proj, v.width * self.embed_dim); // projection, no bias
         let text = t.vocab_size * t.width
             + t.context_length * t.width
             + t.layers * block_params(t.width, t.mlp_dim)
             + 2 * t.width // ln_final
-            + t.width * self.embed_dim;
+            + t.width * self.embed_dim
+            + on(t.proj_bias, self.embed_dim);
         vision + text + 1 + usize::from(self.logit_bias_init.is_some())
     }
 
@@ -177,6 +251,15 @@ impl ClipConfig {
                     format!("{heads} does not divide the width {width}"),
                 ));
             }
+        }
+        if !v.proj && v.width != self.embed_dim {
+            return Err(ModelError::invalid(
+                "embed_dim",
+                format!(
+                    "{} must be the vision width {} when the image tower has no projection",
+                    self.embed_dim, v.width
+                ),
+            ));
         }
         if t.eot_token_id as usize >= t.vocab_size {
             return Err(ModelError::invalid(

@@ -21,7 +21,7 @@ pub use block::{Attention, Block, BlockConfig, Mlp};
 pub use clip::{ClipModel, l2_normalize};
 pub use config::{
     Activation, CLIP_EOT_ID, CLIP_LOGIT_SCALE_INIT, ClipConfig, OPENAI_MEAN, OPENAI_STD,
-    TextConfig, VisionConfig,
+    TextConfig, TextPool, VisionConfig, VisionPool,
 };
 pub use error::{ModelError, WeightReport};
 pub use precision::Precision;

@@ -1,4 +1,5 @@
-//! The causal text tower.
+//! The text tower: causal and pooled at the first end-of-text token (CLIP), or bidirectional
+//! and pooled at the last position (SigLIP).
 
 use burn::module::{Module, Param};
 use burn::nn::{
@@ -7,7 +8,7 @@ use burn::nn::{
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::block::{Block, BlockConfig};
-use crate::config::TextConfig;
+use crate::config::{TextConfig, TextPool};
 
 /// Token + position embeddings, causal pre-norm blocks, final LN, pooling at the first
 /// end-of-text token, projection without bias.
@@ -21,9 +22,13 @@ pub struct TextTower {
     pub blocks: Vec<Block>,
     /// Final LayerNorm over every position.
     pub ln_final: LayerNorm,
-    /// `[width, embed_dim]`, no bias.
+    /// `[width, embed_dim]`, no bias (CLIP); with a bias (SigLIP's `head`).
     pub proj: Linear,
     eot_token_id: u32,
+    #[module(skip)]
+    causal: bool,
+    #[module(skip)]
+    pool: TextPool,
 }
 
 impl TextConfig {
@@ -49,15 +54,22 @@ impl TextConfig {
                 .with_epsilon(self.layer_norm_eps)
                 .init(device),
             proj: LinearConfig::new(self.width, embed_dim)
-                .with_bias(false)
+                .with_bias(self.proj_bias)
                 .with_initializer(normal((self.width as f64).powf(-0.5)))
                 .init(device),
             eot_token_id: self.eot_token_id,
+            causal: self.causal,
+            pool: self.pool,
         }
     }
 }
 
 impl TextTower {
+    /// Whether each position attends only to itself and earlier ones.
+    pub fn causal(&self) -> bool {
+        self.causal
+    }
+
     /// The precision of every block (see [`crate::Precision`]).
     pub fn set_precision(&mut self, precision: crate::Precision) {
         for block in &mut self.blocks {
@@ -84,7 +96,7 @@ impl TextTower {
     /// The sequence after the last block (causal attention), before `ln_final`.
     fn blocks_forward(&self, mut x: Tensor<3>) -> Tensor<3> {
         for block in &self.blocks {
-            x = block.forward(x, true);
+            x = block.forward(x, self.causal);
         }
         x
     }
@@ -101,13 +113,17 @@ impl TextTower {
     }
 
     /// Index of the first end-of-text token of each row, or of the last position when a row has
-    /// none. Never relies on argmax tie-breaking: the score `eot * (2t - pos)` is unique at the
+    /// none; the last position always for a tower pooled there (SigLIP). Never relies on argmax
+    /// tie-breaking: the score `eot * (2t - pos)` is unique at the
     /// first EOT, and a row without one scores only its last position (1).
     ///
     /// `ids`: `[b, t]` -> `[b, 1]`.
     pub fn pool_index(&self, ids: Tensor<2, Int>) -> Tensor<2, Int> {
         let [b, t] = ids.dims();
         let device = ids.device();
+        if self.pool == TextPool::Last {
+            return Tensor::<2, Int>::full([b, 1], t as i64 - 1, &device);
+        }
         let pos = Tensor::<1, Int>::arange(0..t as i64, &device).unsqueeze_dim::<2>(0);
         let is_eot = ids.equal_elem(self.eot_token_id as i64).int();
         let first = is_eot * (pos.clone().neg() + 2 * t as i64);

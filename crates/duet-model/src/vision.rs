@@ -6,30 +6,59 @@ use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, FloatDType, Int, Tensor};
 
-use crate::block::{Block, BlockConfig};
-use crate::config::VisionConfig;
+use crate::block::{Attention, Block, BlockConfig, Mlp};
+use crate::config::{VisionConfig, VisionPool};
 use crate::precision::{Precision, to};
 
 /// ViT: conv patch embedding, class token, learned positions, pre-LN, pre-norm blocks,
-/// post-LN on the class token, projection without bias.
+/// post-LN on the class token, projection without bias (CLIP); or a biased patch embedding, no
+/// class token and no pre-LN, post-LN on every token and the attention-pooling head (SigLIP).
 #[derive(Module, Debug)]
 pub struct VisionTower {
-    /// `[width, 3, patch, patch]`, stride `patch`, no bias.
+    /// `[width, 3, patch, patch]`, stride `patch`; a bias in SigLIP.
     pub patch_embed: Conv2d,
-    /// `[width]`.
-    pub class_embedding: Param<Tensor<1>>,
-    /// `[grid * grid + 1, width]`.
+    /// `[width]`; none in SigLIP.
+    pub class_embedding: Option<Param<Tensor<1>>>,
+    /// `[positions, width]`: one per patch, plus the class token's first if there is one.
     pub position_embedding: Param<Tensor<2>>,
-    /// LayerNorm before the blocks (HF's `pre_layrnorm`).
-    pub ln_pre: LayerNorm,
+    /// LayerNorm before the blocks (HF's `pre_layrnorm`); none in SigLIP.
+    pub ln_pre: Option<LayerNorm>,
     /// The residual blocks.
     pub blocks: Vec<Block>,
-    /// LayerNorm on the pooled class token.
+    /// LayerNorm on the pooled class token (CLIP), on every token (SigLIP).
     pub ln_post: LayerNorm,
-    /// `[width, embed_dim]`, no bias.
-    pub proj: Linear,
+    /// SigLIP's attention-pooling head.
+    pub attn_pool: Option<MapHead>,
+    /// `[width, embed_dim]`, no bias; none in SigLIP.
+    pub proj: Option<Linear>,
     #[module(skip)]
     precision: Precision,
+}
+
+/// SigLIP's multi-head attention pooling (HF `SiglipMultiheadAttentionPoolingHead`, big_vision
+/// `MAPHead`): a learned probe attends over the sequence, then `x + mlp(ln(x))`; the probe's
+/// output is the image embedding.
+#[derive(Module, Debug)]
+pub struct MapHead {
+    /// `[1, 1, width]`.
+    pub probe: Param<Tensor<3>>,
+    /// Queries from the probe, keys and values from the sequence (HF's fused `in_proj` split).
+    pub attn: Attention,
+    /// The LayerNorm before the MLP.
+    pub ln: LayerNorm,
+    /// The MLP.
+    pub mlp: Mlp,
+}
+
+impl MapHead {
+    /// `hidden`: `[b, n, width]` -> `[b, width]`.
+    pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [b, _, width] = hidden.dims();
+        let probe = self.probe.val().expand([b, 1, width]);
+        let x = self.attn.attend(probe, hidden, false);
+        let x = x.clone() + self.mlp.forward(self.ln.forward(x));
+        x.reshape([b, width])
+    }
 }
 
 impl VisionConfig {
@@ -56,17 +85,30 @@ impl VisionConfig {
         VisionTower {
             patch_embed: Conv2dConfig::new([3, self.width], [self.patch_size; 2])
                 .with_stride([self.patch_size; 2])
-                .with_bias(false)
+                .with_bias(self.patch_bias)
                 .init(device),
-            class_embedding: normal.init([self.width], device),
+            class_embedding: self.class_token.then(|| normal.init([self.width], device)),
             position_embedding: normal.init([self.num_positions(), self.width], device),
-            ln_pre: ln(),
+            ln_pre: self.ln_pre.then(ln),
             blocks: (0..self.layers).map(|_| block.init(device)).collect(),
             ln_post: ln(),
-            proj: LinearConfig::new(self.width, embed_dim)
-                .with_bias(false)
-                .with_initializer(normal.clone())
-                .init(device),
+            attn_pool: (self.pool == VisionPool::Map).then(|| {
+                let Block {
+                    attn, ln_2, mlp, ..
+                } = block.init(device);
+                MapHead {
+                    probe: normal.init([1, 1, self.width], device),
+                    attn,
+                    ln: ln_2,
+                    mlp,
+                }
+            }),
+            proj: self.proj.then(|| {
+                LinearConfig::new(self.width, embed_dim)
+                    .with_bias(false)
+                    .with_initializer(normal.clone())
+                    .init(device)
+            }),
             precision: Precision::F32,
         }
     }
@@ -78,6 +120,10 @@ impl VisionTower {
         self.precision = precision;
         for block in &mut self.blocks {
             block.set_precision(precision);
+        }
+        if let Some(head) = &mut self.attn_pool {
+            head.attn.set_precision(precision);
+            head.mlp.set_precision(precision);
         }
     }
 
@@ -122,24 +168,31 @@ impl VisionTower {
         let patches = self.patchify(pixels);
         let [b, width, gh, gw] = patches.dims();
         let patches = patches.reshape([b, width, gh * gw]).swap_dims(1, 2);
-        let class = self
-            .class_embedding
-            .val()
-            .reshape([1, 1, width])
-            .expand([b, 1, width]);
-        let x = Tensor::cat(vec![class, patches], 1)
-            + self.position_embedding.val().unsqueeze_dim::<3>(0);
+        let first = usize::from(self.class_embedding.is_some());
+        let x = match &self.class_embedding {
+            Some(class) => {
+                let class = class.val().reshape([1, 1, width]).expand([b, 1, width]);
+                Tensor::cat(vec![class, patches], 1)
+            }
+            None => patches,
+        } + self.position_embedding.val().unsqueeze_dim::<3>(0);
         let x = match keep {
             Some(keep) => {
                 let [_, k] = keep.dims();
-                let class = x.clone().narrow(1, 0, 1);
-                let patches = x.narrow(1, 1, gh * gw);
                 let index = keep.unsqueeze_dim::<3>(2).expand([b, k, width]);
-                Tensor::cat(vec![class, patches.gather(1, index)], 1)
+                let kept = x.clone().narrow(1, first, gh * gw).gather(1, index);
+                if first == 1 {
+                    Tensor::cat(vec![x.narrow(1, 0, 1), kept], 1)
+                } else {
+                    kept
+                }
             }
             None => x,
         };
-        self.ln_pre.forward(x)
+        match &self.ln_pre {
+            Some(ln) => ln.forward(x),
+            None => x,
+        }
     }
 
     /// The token sequence after the last block, before `ln_post`.
@@ -162,14 +215,31 @@ impl VisionTower {
         x
     }
 
-    /// Projected features of the sequence after the last block: `ln_post` on the class token,
-    /// then the projection.
+    /// Projected features of the sequence after the last block: `ln_post` on the class token
+    /// and the projection (CLIP), or `ln_post` on every token and the attention-pooling head
+    /// (SigLIP).
     ///
     /// `hidden`: `[b, n, width]` -> `[b, embed_dim]`.
     pub fn head(&self, hidden: Tensor<3>) -> Tensor<2> {
         let [b, _, width] = hidden.dims();
-        let pooled = hidden.narrow(1, 0, 1).reshape([b, width]);
-        self.proj.forward(self.ln_post.forward(pooled))
+        let pooled = match &self.attn_pool {
+            Some(head) => head.forward(self.ln_post.forward(hidden)),
+            None => self
+                .ln_post
+                .forward(hidden.narrow(1, 0, 1).reshape([b, width])),
+        };
+        match &self.proj {
+            Some(proj) => proj.forward(pooled),
+            None => pooled,
+        }
+    }
+
+    /// Patch tokens per image (the positions less the class token's).
+    pub fn num_patches(&self) -> usize {
+        // From the shapes alone: reading a lazily drawn parameter would draw it out of order.
+        let width = self.ln_post.gamma.lazy_shape().num_elements().max(1);
+        let positions = self.position_embedding.lazy_shape().num_elements() / width;
+        positions - usize::from(self.class_embedding.is_some())
     }
 
     /// Projected image features, not normalised.

@@ -130,7 +130,15 @@ fn hf_loss_and_gradients_match_transformers() {
     );
     check_grad(
         "hf",
-        &torch_layout(grad(m.vision.proj.weight.val(), g)),
+        &torch_layout(grad(
+            m.vision
+                .proj
+                .as_ref()
+                .expect("CLIP projection")
+                .weight
+                .val(),
+            g,
+        )),
         r,
         "visual_projection.weight",
     );
@@ -142,13 +150,23 @@ fn hf_loss_and_gradients_match_transformers() {
     );
     check_grad(
         "hf",
-        &values(grad(m.vision.class_embedding.val(), g)),
+        &values(grad(
+            m.vision
+                .class_embedding
+                .as_ref()
+                .expect("class token")
+                .val(),
+            g,
+        )),
         r,
         "vision_model.embeddings.class_embedding",
     );
     check_grad(
         "hf",
-        &values(grad(m.vision.ln_pre.gamma.val(), g)),
+        &values(grad(
+            m.vision.ln_pre.as_ref().expect("ln_pre").gamma.val(),
+            g,
+        )),
         r,
         "vision_model.pre_layrnorm.weight",
     );
@@ -192,7 +210,15 @@ fn openclip_loss_and_gradients_match_open_clip() {
     // OpenCLIP's projections are used as `x @ P`, burn's layout: no transpose.
     check_grad(
         "openclip",
-        &values(grad(m.vision.proj.weight.val(), g)),
+        &values(grad(
+            m.vision
+                .proj
+                .as_ref()
+                .expect("CLIP projection")
+                .weight
+                .val(),
+            g,
+        )),
         r,
         "visual.proj",
     );
@@ -204,13 +230,23 @@ fn openclip_loss_and_gradients_match_open_clip() {
     );
     check_grad(
         "openclip",
-        &values(grad(m.vision.class_embedding.val(), g)),
+        &values(grad(
+            m.vision
+                .class_embedding
+                .as_ref()
+                .expect("class token")
+                .val(),
+            g,
+        )),
         r,
         "visual.class_embedding",
     );
     check_grad(
         "openclip",
-        &values(grad(m.vision.ln_pre.gamma.val(), g)),
+        &values(grad(
+            m.vision.ln_pre.as_ref().expect("ln_pre").gamma.val(),
+            g,
+        )),
         r,
         "visual.ln_pre.weight",
     );

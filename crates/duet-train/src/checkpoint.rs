@@ -463,11 +463,39 @@ batch_size = 4
             .expect("b");
         assert_eq!(ra.loss.to_bits(), rb.loss.to_bits(), "loss before the step");
         assert_eq!(ra.grad_norm, rb.grad_norm, "grad norms");
-        let wa = a.vision.proj.weight.val().into_data();
-        let wb = b.vision.proj.weight.val().into_data();
+        let wa = a
+            .vision
+            .proj
+            .as_ref()
+            .expect("CLIP projection")
+            .weight
+            .val()
+            .into_data();
+        let wb = b
+            .vision
+            .proj
+            .as_ref()
+            .expect("CLIP projection")
+            .weight
+            .val()
+            .into_data();
         assert_eq!(wa, wb, "weights after a restored step");
-        let ga = a.vision.ln_pre.gamma.val().into_data();
-        let gb = b.vision.ln_pre.gamma.val().into_data();
+        let ga = a
+            .vision
+            .ln_pre
+            .as_ref()
+            .expect("ln_pre")
+            .gamma
+            .val()
+            .into_data();
+        let gb = b
+            .vision
+            .ln_pre
+            .as_ref()
+            .expect("ln_pre")
+            .gamma
+            .val()
+            .into_data();
         assert_eq!(ga, gb, "no-decay weights after a restored step");
     }
 }

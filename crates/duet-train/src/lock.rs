@@ -81,7 +81,7 @@ fn lock_vision(mut v: VisionTower, unlocked: usize) -> VisionTower {
     let groups = group_count(layers);
     if locked(0, groups, unlocked) {
         v.patch_embed = v.patch_embed.no_grad();
-        v.class_embedding = freeze(v.class_embedding);
+        v.class_embedding = v.class_embedding.map(freeze);
         v.position_embedding = freeze(v.position_embedding);
         v.ln_pre = v.ln_pre.no_grad();
     }
@@ -90,7 +90,9 @@ fn lock_vision(mut v: VisionTower, unlocked: usize) -> VisionTower {
         v.ln_post = v.ln_post.no_grad();
     }
     if locked(layers + 1, groups, unlocked) {
+        // The head group: CLIP's projection, or SigLIP's attention-pooling head.
         v.proj = v.proj.no_grad();
+        v.attn_pool = v.attn_pool.no_grad();
     }
     v
 }

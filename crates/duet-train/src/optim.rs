@@ -236,7 +236,7 @@ mod tests {
             .init(&device)
             .expect("model");
         let q = model.vision.blocks[0].attn.q.weight.clone();
-        let gamma = model.vision.ln_pre.gamma.clone();
+        let gamma = model.vision.ln_pre.as_ref().expect("ln_pre").gamma.clone();
         let mut grads = GradientsParams::new();
         grads.register(q.id, q.val().zeros_like());
         grads.register(gamma.id, gamma.val().zeros_like());
@@ -255,7 +255,14 @@ mod tests {
         for (b, a) in before.iter().zip(&after) {
             assert!((a - 0.98 * b).abs() < 1e-6, "{a} vs 0.98 * {b}");
         }
-        let gamma_after = stepped.vision.ln_pre.gamma.val().into_data();
+        let gamma_after = stepped
+            .vision
+            .ln_pre
+            .as_ref()
+            .expect("ln_pre")
+            .gamma
+            .val()
+            .into_data();
         assert_eq!(gamma_after, gamma.val().into_data(), "no decay on gains");
     }
 

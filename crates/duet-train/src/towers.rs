@@ -115,7 +115,8 @@ fn encode(model: &ClipModel, input: TowerInput, checkpoint: bool) -> TowerPass {
         }
         TowerInput::Text(ids) => {
             let tower = model.text.clone().no_grad();
-            (tower.embed(ids.clone()), tower.blocks, true)
+            let causal = tower.causal();
+            (tower.embed(ids.clone()), tower.blocks, causal)
         }
     };
     let mut block_inputs = Vec::with_capacity(blocks.len());
@@ -173,7 +174,7 @@ fn tower_gradients(model: &ClipModel, pass: TowerPass, grad: Tensor<2>) -> Vec<G
     all.push(GradientsParams::from_grads(head, model));
     let (blocks, causal) = match &replay.input {
         TowerInput::Image(..) => (&model.vision.blocks, false),
-        TowerInput::Text(_) => (&model.text.blocks, true),
+        TowerInput::Text(_) => (&model.text.blocks, model.text.causal()),
     };
     for (block, input) in blocks.iter().zip(replay.block_inputs).rev() {
         let Some(d_out) = d_x else {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::ModelError;
 use crate::config::{
     Activation, CLIP_EOT_ID, CLIP_LOGIT_SCALE_INIT, ClipConfig, OPENAI_MEAN, OPENAI_STD,
-    TextConfig, VisionConfig,
+    TextConfig, TextPool, VisionConfig, VisionPool,
 };
 
 /// transformers `CLIPTextConfig` fields duet reads, with transformers' defaults.
@@ -101,6 +101,7 @@ fn activation(name: &str, key: &str) -> Result<Activation, ModelError> {
     match name {
         "quick_gelu" => Ok(Activation::QuickGelu),
         "gelu" => Ok(Activation::Gelu),
+        "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
         other => Err(ModelError::invalid(
             key,
             format!(
@@ -114,6 +115,7 @@ fn activation_name(activation: Activation) -> &'static str {
     match activation {
         Activation::Gelu => "gelu",
         Activation::QuickGelu => "quick_gelu",
+        Activation::GeluTanh => "gelu_pytorch_tanh",
     }
 }
 
@@ -149,6 +151,11 @@ pub fn parse_hf_config(
             layer_norm_eps: v.layer_norm_eps,
             image_mean,
             image_std,
+            class_token: true,
+            patch_bias: false,
+            ln_pre: true,
+            pool: VisionPool::ClassToken,
+            proj: true,
         },
         text: TextConfig {
             context_length: t.max_position_embeddings,
@@ -166,6 +173,9 @@ pub fn parse_hf_config(
             } else {
                 t.eos_token_id
             },
+            causal: true,
+            pool: TextPool::FirstEot,
+            proj_bias: false,
         },
         logit_scale_init: hf.logit_scale_init_value,
         logit_bias_init: None,

@@ -31,7 +31,7 @@ use Transform::{Copy, Scalar, Transpose};
 /// Buffers an HF checkpoint may carry that are not parameters.
 pub const HF_IGNORABLE: &[&str] = &["embeddings.position_ids"];
 
-const BLOCK: &[(&str, &str, Transform)] = &[
+pub(super) const BLOCK: &[(&str, &str, Transform)] = &[
     ("layer_norm1.weight", "ln_1.gamma", Copy),
     ("layer_norm1.bias", "ln_1.beta", Copy),
     ("self_attn.q_proj.weight", "attn.q.weight", Transpose),
@@ -107,8 +107,12 @@ const GLOBAL: &[(&str, &str, Transform)] = &[
     ("logit_scale", "logit_scale", Scalar),
 ];
 
-/// Every mapping for a model of this config, globals first.
+/// Every mapping for a model of this config, globals first (a SigLIP model's are
+/// [`super::siglip::siglip_table`]).
 pub fn hf_table(config: &ClipConfig) -> Vec<Mapping> {
+    if config.vision.pool == crate::VisionPool::Map {
+        return super::siglip::siglip_table(config);
+    }
     let mut table: Vec<Mapping> = GLOBAL
         .iter()
         .map(|(s, t, tr)| Mapping::new(*s, *t, *tr))

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::ModelError;
 use crate::config::{
     Activation, CLIP_EOT_ID, CLIP_LOGIT_SCALE_INIT, ClipConfig, OPENAI_MEAN, OPENAI_STD,
-    TextConfig, VisionConfig,
+    TextConfig, TextPool, VisionConfig, VisionPool,
 };
 
 /// open_clip `CLIPVisionCfg` fields duet reads; defaults as in open_clip model.py (v3.3.0).
@@ -234,6 +234,11 @@ pub fn parse_openclip_config(json: &str, path: &Path) -> Result<ClipConfig, Mode
             layer_norm_eps: 1e-5,
             image_mean: mean,
             image_std: std,
+            class_token: true,
+            patch_bias: false,
+            ln_pre: true,
+            pool: VisionPool::ClassToken,
+            proj: true,
         },
         text: TextConfig {
             context_length: t.context_length,
@@ -245,6 +250,9 @@ pub fn parse_openclip_config(json: &str, path: &Path) -> Result<ClipConfig, Mode
             activation,
             layer_norm_eps: 1e-5,
             eot_token_id: CLIP_EOT_ID,
+            causal: true,
+            pool: TextPool::FirstEot,
+            proj_bias: false,
         },
         logit_scale_init: oc.init_logit_scale.unwrap_or(CLIP_LOGIT_SCALE_INIT),
         logit_bias_init: oc.init_logit_bias,

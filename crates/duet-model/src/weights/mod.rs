@@ -10,8 +10,8 @@ use burn_store::ModuleSnapshot;
 use serde::{Deserialize, Serialize};
 
 use crate::hf::{
-    HF_IGNORABLE, hf_table, parse_hf_config, parse_hf_preprocessor, to_hf_config,
-    to_hf_preprocessor,
+    HF_IGNORABLE, hf_table, parse_hf_config, parse_hf_preprocessor, parse_siglip_config,
+    to_hf_config, to_hf_preprocessor,
 };
 use crate::openclip::{
     OPENCLIP_IGNORABLE, openclip_table, parse_openclip_config, to_openclip_json,
@@ -97,7 +97,18 @@ pub fn read_config(dir: &Path) -> Result<(ClipConfig, ModelFormat), ModelError> 
             } else {
                 None
             };
-            parse_hf_config(&json, &path, mean_std)?
+            match hf_model_type(&json) {
+                Some("siglip") => parse_siglip_config(&json, &path, mean_std)?,
+                Some("siglip2") => {
+                    return Err(ModelError::ConfigParse {
+                        path,
+                        message: "model_type \"siglip2\": SigLIP 2 is not supported yet \
+                                  (SigLIP is)"
+                            .into(),
+                    });
+                }
+                _ => parse_hf_config(&json, &path, mean_std)?,
+            }
         }
         ModelFormat::OpenClip => parse_openclip_config(&json, &path)?,
         ModelFormat::Duet => {
@@ -120,6 +131,16 @@ pub fn read_config(dir: &Path) -> Result<(ClipConfig, ModelFormat), ModelError> 
         }
     };
     Ok((config, format))
+}
+
+/// The `model_type` of an HF `config.json`, if it says.
+fn hf_model_type(json: &str) -> Option<&'static str> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    match value.get("model_type")?.as_str()? {
+        "siglip" => Some("siglip"),
+        "siglip2" => Some("siglip2"),
+        _ => None,
+    }
 }
 
 /// The key table of `format` for `model` (duet's own is the identity on every parameter).

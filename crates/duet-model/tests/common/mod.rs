@@ -19,10 +19,18 @@ pub struct Reference {
     bytes: Vec<u8>,
 }
 
+/// `tests/fixtures/siglip-tiny` at the repository root (`scripts/make_siglip_fixtures.py`).
+pub fn siglip_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/siglip-tiny")
+}
+
 impl Reference {
     pub fn open(name: &str) -> Self {
-        let path = fixtures().join(name);
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Self::open_at(&fixtures().join(name))
+    }
+
+    pub fn open_at(path: &Path) -> Self {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         Self { bytes }
     }
 

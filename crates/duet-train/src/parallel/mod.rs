@@ -112,8 +112,7 @@ pub(crate) fn gradients(
     // burn draws parameters lazily from a process-wide generator: draw any still pending
     // before the replicas are forked and the ranks' threads start.
     crate::lazy::materialize(model);
-    // Patch tokens per image: the positions less the class token's.
-    let patches = model.vision.position_embedding.val().dims()[0].saturating_sub(1);
+    let patches = model.vision.num_patches();
     let locals: Vec<_> = images
         .chunk(devices.len(), 0)
         .into_iter()

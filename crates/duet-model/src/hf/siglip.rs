@@ -1,0 +1,374 @@
+//! transformers `SiglipModel` directories: the config (`model_type = "siglip"`) and the key
+//! table between its state dict and [`crate::ClipModel`].
+//!
+//! | HF key | duet path | transform |
+//! |---|---|---|
+//! | `text_model.embeddings.token_embedding.weight` | `text.token_embedding.weight` | copy |
+//! | `text_model.embeddings.position_embedding.weight` | `text.position_embedding` | copy |
+//! | `text_model.encoder.layers.{i}.…` (the CLIP block table) | `text.blocks.{i}.…` | |
+//! | `text_model.final_layer_norm.{weight,bias}` | `text.ln_final.{gamma,beta}` | copy |
+//! | `text_model.head.weight` `[e, d]`, `.bias` | `text.proj.weight` `[d, e]`, `.bias` | transpose, copy |
+//! | `vision_model.embeddings.patch_embedding.{weight,bias}` | `vision.patch_embed.{weight,bias}` | copy |
+//! | `vision_model.embeddings.position_embedding.weight` | `vision.position_embedding` | copy |
+//! | `vision_model.encoder.layers.{i}.…` | `vision.blocks.{i}.…` | |
+//! | `vision_model.post_layernorm.{weight,bias}` | `vision.ln_post.{gamma,beta}` | copy |
+//! | `vision_model.head.probe` | `vision.attn_pool.probe` | copy |
+//! | `vision_model.head.attention.in_proj_weight` `[3d, d]` | `vision.attn_pool.attn.{q,k,v}.weight` | rows 0/1/2 of 3, transposed |
+//! | `vision_model.head.attention.in_proj_bias` `[3d]` | `vision.attn_pool.attn.{q,k,v}.bias` | rows 0/1/2 of 3 |
+//! | `vision_model.head.attention.out_proj.{weight,bias}` | `vision.attn_pool.attn.out.{weight,bias}` | transpose, copy |
+//! | `vision_model.head.layernorm.{weight,bias}` | `vision.attn_pool.ln.{gamma,beta}` | copy |
+//! | `vision_model.head.mlp.{fc1,fc2}.{weight,bias}` | `vision.attn_pool.mlp.{fc1,fc2}.…` | transpose, copy |
+//! | `logit_scale` `[1]`, `logit_bias` `[1]` | `logit_scale`, `logit_bias` | copy |
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::ModelError;
+use crate::config::{Activation, ClipConfig, TextConfig, TextPool, VisionConfig, VisionPool};
+use crate::weights::remap::{Mapping, Transform, expand_blocks};
+
+use Transform::{Copy, Rows, Transpose};
+
+/// SigLIP's image normalisation: mean = std = 0.5 per channel (`SiglipImageProcessor`).
+pub const SIGLIP_MEAN_STD: [f32; 3] = [0.5, 0.5, 0.5];
+/// SigLIP's `logit_scale` init: ln 10 (Zhai et al. 2023, sec. 3.1: t' = log 10).
+pub const SIGLIP_LOGIT_SCALE_INIT: f64 = std::f64::consts::LN_10;
+/// SigLIP's `logit_bias` init: −10.
+pub const SIGLIP_LOGIT_BIAS_INIT: f64 = -10.0;
+
+/// transformers `SiglipTextConfig` fields duet reads, with transformers' defaults.
+#[derive(Debug, Deserialize)]
+struct Text {
+    #[serde(default = "d768")]
+    hidden_size: usize,
+    #[serde(default = "d3072")]
+    intermediate_size: usize,
+    #[serde(default = "d12")]
+    num_attention_heads: usize,
+    #[serde(default = "d12")]
+    num_hidden_layers: usize,
+    #[serde(default = "d64")]
+    max_position_embeddings: usize,
+    #[serde(default = "d32000")]
+    vocab_size: usize,
+    #[serde(default = "gelu_tanh")]
+    hidden_act: String,
+    #[serde(default = "eps")]
+    layer_norm_eps: f64,
+    projection_size: Option<usize>,
+    pad_token_id: Option<u32>,
+}
+
+/// transformers `SiglipVisionConfig` fields duet reads, with transformers' defaults.
+#[derive(Debug, Deserialize)]
+struct Vision {
+    #[serde(default = "d768")]
+    hidden_size: usize,
+    #[serde(default = "d3072")]
+    intermediate_size: usize,
+    #[serde(default = "d12")]
+    num_attention_heads: usize,
+    #[serde(default = "d12")]
+    num_hidden_layers: usize,
+    #[serde(default = "d224")]
+    image_size: usize,
+    #[serde(default = "d16")]
+    patch_size: usize,
+    #[serde(default = "d3")]
+    num_channels: usize,
+    #[serde(default = "gelu_tanh")]
+    hidden_act: String,
+    #[serde(default = "eps")]
+    layer_norm_eps: f64,
+    #[serde(default = "yes")]
+    vision_use_head: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Siglip {
+    text_config: Text,
+    vision_config: Vision,
+}
+
+fn d3() -> usize {
+    3
+}
+fn d12() -> usize {
+    12
+}
+fn d16() -> usize {
+    16
+}
+fn d64() -> usize {
+    64
+}
+fn d224() -> usize {
+    224
+}
+fn d768() -> usize {
+    768
+}
+fn d3072() -> usize {
+    3072
+}
+fn d32000() -> usize {
+    32_000
+}
+fn yes() -> bool {
+    true
+}
+fn gelu_tanh() -> String {
+    "gelu_pytorch_tanh".into()
+}
+fn eps() -> f64 {
+    1e-6
+}
+
+fn activation(name: &str, key: &str) -> Result<Activation, ModelError> {
+    match name {
+        "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+        "gelu" => Ok(Activation::Gelu),
+        other => Err(ModelError::invalid(
+            key,
+            format!("= {other:?}: SigLIP uses \"gelu_pytorch_tanh\" (or \"gelu\")"),
+        )),
+    }
+}
+
+/// Parses a transformers `SiglipConfig` JSON; `mean_std` from `preprocessor_config.json`
+/// (SigLIP's 0.5 / 0.5 without one).
+pub fn parse_siglip_config(
+    json: &str,
+    path: &Path,
+    mean_std: Option<([f32; 3], [f32; 3])>,
+) -> Result<ClipConfig, ModelError> {
+    let hf: Siglip = serde_json::from_str(json).map_err(|e| ModelError::ConfigParse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let (t, v) = (&hf.text_config, &hf.vision_config);
+    let mut problems = Vec::new();
+    if v.num_channels != 3 {
+        problems.push(format!(
+            "vision_config.num_channels = {}: duet reads RGB images only",
+            v.num_channels
+        ));
+    }
+    if !v.vision_use_head {
+        problems.push(
+            "vision_config.vision_use_head = false: without its attention-pooling head the \
+             image tower gives no embedding"
+                .to_string(),
+        );
+    }
+    let embed_dim = v.hidden_size;
+    let projection = t.projection_size.unwrap_or(t.hidden_size);
+    if projection != embed_dim {
+        problems.push(format!(
+            "text_config.projection_size = {projection} differs from the image embedding's \
+             vision_config.hidden_size = {embed_dim}"
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(ModelError::ConfigParse {
+            path: path.to_path_buf(),
+            message: problems.join("; "),
+        });
+    }
+    let (image_mean, image_std) = mean_std.unwrap_or((SIGLIP_MEAN_STD, SIGLIP_MEAN_STD));
+    let config = ClipConfig {
+        embed_dim,
+        vision: VisionConfig {
+            image_size: v.image_size,
+            patch_size: v.patch_size,
+            width: v.hidden_size,
+            layers: v.num_hidden_layers,
+            heads: v.num_attention_heads,
+            mlp_dim: v.intermediate_size,
+            activation: activation(&v.hidden_act, "vision_config.hidden_act")?,
+            layer_norm_eps: v.layer_norm_eps,
+            image_mean,
+            image_std,
+            class_token: false,
+            patch_bias: true,
+            ln_pre: false,
+            pool: VisionPool::Map,
+            proj: false,
+        },
+        text: TextConfig {
+            context_length: t.max_position_embeddings,
+            vocab_size: t.vocab_size,
+            width: t.hidden_size,
+            layers: t.num_hidden_layers,
+            heads: t.num_attention_heads,
+            mlp_dim: t.intermediate_size,
+            activation: activation(&t.hidden_act, "text_config.hidden_act")?,
+            layer_norm_eps: t.layer_norm_eps,
+            // Pooling is at the last position; the pad id (which also ends a caption) is kept
+            // for tokenisation.
+            eot_token_id: t.pad_token_id.unwrap_or(1),
+            causal: false,
+            pool: TextPool::Last,
+            proj_bias: true,
+        },
+        logit_scale_init: SIGLIP_LOGIT_SCALE_INIT,
+        logit_bias_init: Some(SIGLIP_LOGIT_BIAS_INIT),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+const fn qkv(index: usize, transpose: bool) -> Transform {
+    Rows {
+        index,
+        parts: 3,
+        transpose,
+    }
+}
+
+const GLOBAL: &[(&str, &str, Transform)] = &[
+    (
+        "text_model.embeddings.token_embedding.weight",
+        "text.token_embedding.weight",
+        Copy,
+    ),
+    (
+        "text_model.embeddings.position_embedding.weight",
+        "text.position_embedding",
+        Copy,
+    ),
+    (
+        "text_model.final_layer_norm.weight",
+        "text.ln_final.gamma",
+        Copy,
+    ),
+    (
+        "text_model.final_layer_norm.bias",
+        "text.ln_final.beta",
+        Copy,
+    ),
+    ("text_model.head.weight", "text.proj.weight", Transpose),
+    ("text_model.head.bias", "text.proj.bias", Copy),
+    (
+        "vision_model.embeddings.patch_embedding.weight",
+        "vision.patch_embed.weight",
+        Copy,
+    ),
+    (
+        "vision_model.embeddings.patch_embedding.bias",
+        "vision.patch_embed.bias",
+        Copy,
+    ),
+    (
+        "vision_model.embeddings.position_embedding.weight",
+        "vision.position_embedding",
+        Copy,
+    ),
+    (
+        "vision_model.post_layernorm.weight",
+        "vision.ln_post.gamma",
+        Copy,
+    ),
+    (
+        "vision_model.post_layernorm.bias",
+        "vision.ln_post.beta",
+        Copy,
+    ),
+    ("vision_model.head.probe", "vision.attn_pool.probe", Copy),
+    (
+        "vision_model.head.attention.in_proj_weight",
+        "vision.attn_pool.attn.q.weight",
+        qkv(0, true),
+    ),
+    (
+        "vision_model.head.attention.in_proj_weight",
+        "vision.attn_pool.attn.k.weight",
+        qkv(1, true),
+    ),
+    (
+        "vision_model.head.attention.in_proj_weight",
+        "vision.attn_pool.attn.v.weight",
+        qkv(2, true),
+    ),
+    (
+        "vision_model.head.attention.in_proj_bias",
+        "vision.attn_pool.attn.q.bias",
+        qkv(0, false),
+    ),
+    (
+        "vision_model.head.attention.in_proj_bias",
+        "vision.attn_pool.attn.k.bias",
+        qkv(1, false),
+    ),
+    (
+        "vision_model.head.attention.in_proj_bias",
+        "vision.attn_pool.attn.v.bias",
+        qkv(2, false),
+    ),
+    (
+        "vision_model.head.attention.out_proj.weight",
+        "vision.attn_pool.attn.out.weight",
+        Transpose,
+    ),
+    (
+        "vision_model.head.attention.out_proj.bias",
+        "vision.attn_pool.attn.out.bias",
+        Copy,
+    ),
+    (
+        "vision_model.head.layernorm.weight",
+        "vision.attn_pool.ln.gamma",
+        Copy,
+    ),
+    (
+        "vision_model.head.layernorm.bias",
+        "vision.attn_pool.ln.beta",
+        Copy,
+    ),
+    (
+        "vision_model.head.mlp.fc1.weight",
+        "vision.attn_pool.mlp.fc1.weight",
+        Transpose,
+    ),
+    (
+        "vision_model.head.mlp.fc1.bias",
+        "vision.attn_pool.mlp.fc1.bias",
+        Copy,
+    ),
+    (
+        "vision_model.head.mlp.fc2.weight",
+        "vision.attn_pool.mlp.fc2.weight",
+        Transpose,
+    ),
+    (
+        "vision_model.head.mlp.fc2.bias",
+        "vision.attn_pool.mlp.fc2.bias",
+        Copy,
+    ),
+    ("logit_scale", "logit_scale", Copy),
+    ("logit_bias", "logit_bias", Copy),
+];
+
+/// Every mapping for a SigLIP model of this config, globals first.
+pub fn siglip_table(config: &ClipConfig) -> Vec<Mapping> {
+    let mut table: Vec<Mapping> = GLOBAL
+        .iter()
+        .map(|(s, t, tr)| Mapping::new(*s, *t, *tr))
+        .collect();
+    expand_blocks(
+        &mut table,
+        "text_model.encoder.layers",
+        "text.blocks",
+        config.text.layers,
+        super::keys::BLOCK,
+    );
+    expand_blocks(
+        &mut table,
+        "vision_model.encoder.layers",
+        "vision.blocks",
+        config.vision.layers,
+        super::keys::BLOCK,
+    );
+    table
+}

@@ -1,0 +1,258 @@
+//! The SigLIP architecture against transformers' `SiglipModel` on the random-init fixture
+//! (`scripts/make_siglip_fixtures.py`): hidden states, features and logits within 1e-4
+//! relative, the sigmoid loss within 1e-4, its gradients within 1e-3 (issue 16, acceptance 1).
+
+mod common;
+
+use burn::tensor::{Device, Tensor};
+use common::{Reference, assert_close, siglip_fixtures, values};
+use duet_loss::{ContrastiveBatch, siglip_loss};
+use duet_model::{ModelFormat, load_model};
+
+const REL: f32 = 1e-4;
+const GRAD_REL: f32 = 1e-3;
+
+fn reference() -> Reference {
+    Reference::open_at(&siglip_fixtures().join("reference-hf.safetensors"))
+}
+
+/// Compared relative to `max(|ref|, 1e-2 · max|ref|)`, as the CLIP parity tests.
+fn close(what: &str, actual: &[f32], expected: &[f32], rel: f32) {
+    let floor = 1e-2 * expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert_close(what, actual, expected, rel, floor);
+}
+
+#[test]
+fn siglip_forward_matches_transformers() {
+    let device = Device::flex();
+    let loaded = load_model(&siglip_fixtures().join("hf"), &device).expect("fixture loads");
+    assert_eq!(loaded.format, ModelFormat::HuggingFace);
+    let (model, config) = (loaded.model, loaded.config);
+    assert_eq!(config.embed_dim, 48);
+    assert_eq!(config.vision.image_mean, [0.5; 3]);
+    let r = reference();
+    let pixels = r.tensor::<4>("pixel_values", &device);
+    let ids = r.ids(&device);
+
+    // HF's vision last_hidden_state is after post_layernorm, on every token.
+    let hidden = model
+        .vision
+        .ln_post
+        .forward(model.vision.forward_hidden(pixels.clone()));
+    close(
+        "vision_last_hidden",
+        &values(hidden),
+        &r.f32("vision_last_hidden").1,
+        REL,
+    );
+    let text_hidden = model.text.forward_hidden(ids.clone());
+    close(
+        "text_last_hidden",
+        &values(text_hidden),
+        &r.f32("text_last_hidden").1,
+        REL,
+    );
+
+    let image = model.encode_image(pixels);
+    let text = model.encode_text(ids);
+    close(
+        "image_features",
+        &values(image.clone()),
+        &r.f32("image_features").1,
+        REL,
+    );
+    close(
+        "text_features",
+        &values(text.clone()),
+        &r.f32("text_features").1,
+        REL,
+    );
+    let logits = model.logits(image, text);
+    close(
+        "logits_per_image",
+        &values(logits),
+        &r.f32("logits_per_image").1,
+        REL,
+    );
+}
+
+#[test]
+fn siglip_loss_and_gradients_match_transformers() {
+    let device = Device::flex().autodiff();
+    let model = load_model(&siglip_fixtures().join("hf"), &device)
+        .expect("fixture loads")
+        .model;
+    let r = reference();
+    let image = model.encode_image(r.tensor::<4>("pixel_values", &device));
+    let text = model.encode_text(r.ids(&device));
+    let bias = model
+        .logit_bias
+        .as_ref()
+        .expect("SigLIP has a logit bias")
+        .val();
+    let loss = siglip_loss(
+        ContrastiveBatch::new(image, text),
+        model.logit_scale.val(),
+        bias,
+    )
+    .expect("shapes");
+    close(
+        "loss_sigmoid",
+        &values(loss.clone()),
+        &r.f32("loss_sigmoid").1,
+        REL,
+    );
+    let grads = loss.backward();
+    let grad = |t: Tensor<2>| values(t.grad(&grads).expect("takes part"));
+    let transposed = |t: Tensor<2>| {
+        let g = t.grad(&grads).expect("takes part");
+        values(g.transpose())
+    };
+    let v = &model.vision;
+    let head = v.attn_pool.as_ref().expect("SigLIP pools with its head");
+    let checks: Vec<(&str, Vec<f32>)> = vec![
+        (
+            "logit_scale",
+            values(model.logit_scale.val().grad(&grads).expect("scale")),
+        ),
+        (
+            "logit_bias",
+            values(
+                model
+                    .logit_bias
+                    .as_ref()
+                    .expect("bias")
+                    .val()
+                    .grad(&grads)
+                    .expect("bias"),
+            ),
+        ),
+        (
+            "vision_model.embeddings.patch_embedding.weight",
+            values(v.patch_embed.weight.val().grad(&grads).expect("patch")),
+        ),
+        (
+            "vision_model.embeddings.patch_embedding.bias",
+            values(
+                v.patch_embed
+                    .bias
+                    .as_ref()
+                    .expect("bias")
+                    .val()
+                    .grad(&grads)
+                    .expect("bias"),
+            ),
+        ),
+        (
+            "vision_model.embeddings.position_embedding.weight",
+            grad(v.position_embedding.val()),
+        ),
+        (
+            "vision_model.encoder.layers.1.mlp.fc2.weight",
+            transposed(v.blocks[1].mlp.fc2.weight.val()),
+        ),
+        (
+            "vision_model.post_layernorm.weight",
+            values(v.ln_post.gamma.val().grad(&grads).expect("ln")),
+        ),
+        (
+            "vision_model.head.probe",
+            values(head.probe.val().grad(&grads).expect("probe")),
+        ),
+        (
+            "vision_model.head.attention.out_proj.weight",
+            transposed(head.attn.out.weight.val()),
+        ),
+        (
+            "vision_model.head.layernorm.weight",
+            values(head.ln.gamma.val().grad(&grads).expect("ln")),
+        ),
+        (
+            "vision_model.head.mlp.fc1.weight",
+            transposed(head.mlp.fc1.weight.val()),
+        ),
+        (
+            "text_model.embeddings.position_embedding.weight",
+            grad(model.text.position_embedding.val()),
+        ),
+        (
+            "text_model.encoder.layers.0.self_attn.q_proj.weight",
+            transposed(model.text.blocks[0].attn.q.weight.val()),
+        ),
+        (
+            "text_model.final_layer_norm.bias",
+            values(
+                model
+                    .text
+                    .ln_final
+                    .beta
+                    .as_ref()
+                    .expect("beta")
+                    .val()
+                    .grad(&grads)
+                    .expect("ln"),
+            ),
+        ),
+        (
+            "text_model.head.weight",
+            transposed(model.text.proj.weight.val()),
+        ),
+        (
+            "text_model.head.bias",
+            values(
+                model
+                    .text
+                    .proj
+                    .bias
+                    .as_ref()
+                    .expect("bias")
+                    .val()
+                    .grad(&grads)
+                    .expect("bias"),
+            ),
+        ),
+    ];
+    for (key, actual) in checks {
+        close(
+            &format!("grad.{key}"),
+            &actual,
+            &r.f32(&format!("grad.{key}")).1,
+            GRAD_REL,
+        );
+    }
+    // The fused in_proj of the head: q, k, v weights stacked as torch's [3d, d] rows.
+    let fused: Vec<f32> = [&head.attn.q, &head.attn.k, &head.attn.v]
+        .iter()
+        .flat_map(|l| transposed(l.weight.val()))
+        .collect();
+    close(
+        "grad.vision_model.head.attention.in_proj_weight",
+        &fused,
+        &r.f32("grad.vision_model.head.attention.in_proj_weight").1,
+        GRAD_REL,
+    );
+}
+
+#[test]
+fn siglip_parameter_count_and_a_fresh_init_match_the_fixture() {
+    use burn::module::{Module, ModuleVisitor, Param};
+    struct Count(usize);
+    impl ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0 += param.lazy_shape().num_elements();
+        }
+    }
+    let device = Device::flex();
+    let loaded = load_model(&siglip_fixtures().join("hf"), &device).expect("fixture loads");
+    let mut count = Count(0);
+    loaded.model.visit(&mut count);
+    // transformers counts 88 tensors; their sizes sum to what ClipConfig::num_params says,
+    // and a random init of the same config has the same parameters.
+    assert_eq!(loaded.config.num_params(), count.0);
+    let mut fresh = Count(0);
+    loaded.config.init(&device).expect("init").visit(&mut fresh);
+    assert_eq!(fresh.0, count.0);
+    // SigLIP's training defaults: logit_scale ln 10, logit_bias -10.
+    assert!((loaded.config.logit_scale_init - 10f64.ln()).abs() < 1e-12);
+    assert_eq!(loaded.config.logit_bias_init, Some(-10.0));
+}
