@@ -824,3 +824,35 @@ fn embed_in_bf16_is_near_f32_and_unknown_precisions_are_refused() {
         &["--precision", "fp8", "bf16"],
     );
 }
+
+#[test]
+fn a_siglip_model_is_refused_where_only_the_clip_tokenizer_is_read() {
+    // The SigLIP fixture's text tower has 1,000 tokens and ends captions with id 1: the bundled
+    // CLIP BPE would feed it ids up to 49,407. Refused before any work (no run directory).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("run");
+    fails_with(
+        &[
+            "finetune",
+            "--config",
+            "configs/tiny.toml",
+            "--from",
+            "tests/fixtures/siglip-tiny/hf",
+            "--run-dir",
+            run.to_str().expect("utf-8 path"),
+        ],
+        &["1000 tokens", "tokenizer"],
+    );
+    assert!(!run.exists(), "nothing written");
+    fails_with(
+        &[
+            "eval",
+            "retrieval",
+            "--model",
+            "tests/fixtures/siglip-tiny/hf",
+            "--data",
+            "datasets/sample/val/00000.tar",
+        ],
+        &["tokenizer"],
+    );
+}

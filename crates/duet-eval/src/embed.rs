@@ -61,6 +61,10 @@ pub(crate) fn eval_loader(
     };
     let parsed = parse_spec(spec, None).map_err(data)?;
     let source = LoaderSource::from_spec(&parsed).map_err(data)?;
+    clip.check_clip_bpe().map_err(|e| EvalError::Input {
+        origin: "model".into(),
+        message: e.to_string(),
+    })?;
     let tokenizer = ClipTokenizer::for_context(clip.text.context_length).map_err(data)?;
     let config = LoaderConfig {
         fields,

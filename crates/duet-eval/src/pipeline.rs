@@ -36,6 +36,10 @@ pub fn evaluate_zero_shot(
     batch_size: usize,
     device: &Device,
 ) -> Result<ZeroShotMetrics, EvalError> {
+    clip.check_clip_bpe().map_err(|e| EvalError::Input {
+        origin: "model".into(),
+        message: e.to_string(),
+    })?;
     let tokenizer =
         ClipTokenizer::for_context(clip.text.context_length).map_err(|e| EvalError::Input {
             origin: "tokenizer".into(),

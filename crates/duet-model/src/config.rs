@@ -208,6 +208,24 @@ impl ClipConfig {
         vision + text + 1 + usize::from(self.logit_bias_init.is_some())
     }
 
+    /// Refuses a text tower the bundled CLIP BPE cannot feed (its ids run to 49,407 and it ends
+    /// captions with `<|endoftext|>` 49,407): SigLIP's vocabularies are others.
+    pub fn check_clip_bpe(&self) -> Result<(), ModelError> {
+        let t = &self.text;
+        if t.vocab_size >= 49_408 && t.eot_token_id == CLIP_EOT_ID {
+            return Ok(());
+        }
+        Err(ModelError::invalid(
+            "text_cfg.vocab_size",
+            format!(
+                "this text tower has {} tokens and ends captions with id {}: the bundled CLIP \
+                 tokenizer (49,408 tokens, end 49,407) does not fit it; a SigLIP model needs its \
+                 own tokenizer.json, which training and evaluation do not read yet",
+                t.vocab_size, t.eot_token_id
+            ),
+        ))
+    }
+
     /// Checks every constraint the model relies on; the error names the offending key.
     pub fn validate(&self) -> Result<(), ModelError> {
         let v = &self.vision;

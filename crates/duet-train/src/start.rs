@@ -136,6 +136,10 @@ fn fresh(
     let slots = config.data.slots.unwrap_or(comm.world());
     let layout = Layout::new(config, devices.len(), comm, slots)?;
     let clip = config.clip_config()?;
+    clip.check_clip_bpe().map_err(|source| TrainError::Model {
+        key: "model".into(),
+        source,
+    })?;
     fits(&clip, &layout)?;
     // The resolved config records the slot count: a resume on another process count keeps it.
     let mut resolved = config.clone();
@@ -198,6 +202,10 @@ fn resume(
         })?;
     }
     let clip = restored.clip;
+    clip.check_clip_bpe().map_err(|source| TrainError::Model {
+        key: "model".into(),
+        source,
+    })?;
     config.validate_lock(&clip)?;
     let cursors = state.slot_cursors();
     let slots = cursors.len();

@@ -108,7 +108,7 @@ const GLOBAL: &[(&str, &str, Transform)] = &[
 ];
 
 /// Every mapping for a model of this config, globals first (a SigLIP model's are
-/// [`super::siglip::siglip_table`]).
+/// `hf/siglip.rs`'s `siglip_table`).
 pub fn hf_table(config: &ClipConfig) -> Vec<Mapping> {
     if config.vision.pool == crate::VisionPool::Map {
         return super::siglip::siglip_table(config);
