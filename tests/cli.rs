@@ -855,4 +855,19 @@ fn a_siglip_model_is_refused_where_only_the_clip_tokenizer_is_read() {
         ],
         &["tokenizer"],
     );
+    // OpenCLIP holds SigLIP as a timm trunk, a layout not written yet: refused, nothing made.
+    let out = dir.path().join("openclip");
+    fails_with(
+        &[
+            "export",
+            "--model",
+            "tests/fixtures/siglip-tiny/hf",
+            "--format",
+            "openclip",
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ],
+        &["SigLIP", "--format hf"],
+    );
+    assert!(!out.exists(), "nothing written");
 }

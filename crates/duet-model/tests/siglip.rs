@@ -256,3 +256,35 @@ fn siglip_parameter_count_and_a_fresh_init_match_the_fixture() {
     assert!((loaded.config.logit_scale_init - 10f64.ln()).abs() < 1e-12);
     assert_eq!(loaded.config.logit_bias_init, Some(-10.0));
 }
+
+#[test]
+fn hf_to_duet_to_hf_gives_the_same_tensors_and_config() {
+    // Every tensor of the exported model.safetensors equals the fixture's byte for byte (the
+    // head's q/k/v rows fused back into in_proj, the Linear weights transposed back), and the
+    // exported directory reads back as the same config.
+    let device = Device::flex();
+    let loaded = load_model(&siglip_fixtures().join("hf"), &device).expect("fixture loads");
+    let dir = tempfile::tempdir().expect("tempdir");
+    duet_model::save_hf(&loaded.model, &loaded.config, dir.path()).expect("exports");
+    let original = std::fs::read(siglip_fixtures().join("hf/model.safetensors")).expect("read");
+    let exported = std::fs::read(dir.path().join("model.safetensors")).expect("read");
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&original).expect("original"),
+        safetensors::SafeTensors::deserialize(&exported).expect("exported"),
+    );
+    let mut names: Vec<String> = a.names().into_iter().map(str::to_owned).collect();
+    names.sort();
+    let mut exported_names: Vec<String> = b.names().into_iter().map(str::to_owned).collect();
+    exported_names.sort();
+    assert_eq!(names, exported_names);
+    assert_eq!(names.len(), 88);
+    for name in &names {
+        let (x, y) = (a.tensor(name).expect("a"), b.tensor(name).expect("b"));
+        assert_eq!(x.shape(), y.shape(), "{name}");
+        assert_eq!(x.dtype(), y.dtype(), "{name}");
+        assert!(x.data() == y.data(), "{name}: bytes differ");
+    }
+    let (config, format) = duet_model::read_config(dir.path()).expect("reads back");
+    assert_eq!(format, ModelFormat::HuggingFace);
+    assert_eq!(config, loaded.config);
+}

@@ -202,10 +202,15 @@ pub fn parse_hf_preprocessor(json: &str, path: &Path) -> Result<([f32; 3], [f32;
     ))
 }
 
-/// `config.json` for `transformers.CLIPModel.from_pretrained`.
+/// `config.json` for `transformers.CLIPModel.from_pretrained`, or `SiglipModel`'s for a SigLIP
+/// model.
 ///
-/// HF CLIP has no `logit_bias`, so a SigLIP-style config is rejected rather than exported lossily.
+/// HF CLIP has no `logit_bias`, so a CLIP config with one is rejected rather than exported
+/// lossily.
 pub fn to_hf_config(config: &ClipConfig) -> Result<Value, ModelError> {
+    if config.vision.pool == crate::VisionPool::Map {
+        return super::siglip::to_siglip_config(config);
+    }
     if config.logit_bias_init.is_some() {
         return Err(ModelError::invalid(
             "init_logit_bias",
@@ -251,8 +256,12 @@ pub fn to_hf_config(config: &ClipConfig) -> Result<Value, ModelError> {
     }))
 }
 
-/// `preprocessor_config.json` for `transformers.CLIPImageProcessor`: OpenCLIP's eval transform.
+/// `preprocessor_config.json` for `transformers.CLIPImageProcessor`: OpenCLIP's eval transform
+/// (`SiglipImageProcessor`'s for a SigLIP model).
 pub fn to_hf_preprocessor(config: &ClipConfig) -> Value {
+    if config.vision.pool == crate::VisionPool::Map {
+        return super::siglip::to_siglip_preprocessor(config);
+    }
     let v = &config.vision;
     json!({
         "image_processor_type": "CLIPImageProcessor",

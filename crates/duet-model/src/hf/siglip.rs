@@ -372,3 +372,95 @@ pub fn siglip_table(config: &ClipConfig) -> Vec<Mapping> {
     );
     table
 }
+
+/// Whether `config` is exactly the SigLIP layout (every switch SigLIP's), which is what
+/// transformers' `SiglipModel` can hold.
+pub(crate) fn is_siglip(config: &ClipConfig) -> bool {
+    let (v, t) = (&config.vision, &config.text);
+    !v.class_token
+        && v.patch_bias
+        && !v.ln_pre
+        && v.pool == VisionPool::Map
+        && !v.proj
+        && !t.causal
+        && t.pool == TextPool::Last
+        && t.proj_bias
+        && config.logit_bias_init.is_some()
+}
+
+fn activation_name(activation: Activation) -> Option<&'static str> {
+    match activation {
+        Activation::GeluTanh => Some("gelu_pytorch_tanh"),
+        Activation::Gelu => Some("gelu"),
+        Activation::QuickGelu => None,
+    }
+}
+
+/// `config.json` for `transformers.SiglipModel.from_pretrained`; refused for a config that is
+/// not exactly SigLIP's layout.
+pub fn to_siglip_config(config: &ClipConfig) -> Result<serde_json::Value, ModelError> {
+    if !is_siglip(config) {
+        return Err(ModelError::invalid(
+            "vision_cfg.pool",
+            "this mix of CLIP and SigLIP switches has no transformers model to export to",
+        ));
+    }
+    let (t, v) = (&config.text, &config.vision);
+    let act = |a: Activation, key: &str| {
+        activation_name(a)
+            .ok_or_else(|| ModelError::invalid(key, "SigLIP in transformers has no QuickGELU"))
+    };
+    Ok(serde_json::json!({
+        "architectures": ["SiglipModel"],
+        "model_type": "siglip",
+        "initializer_factor": 1.0,
+        "dtype": "float32",
+        "text_config": {
+            "model_type": "siglip_text_model",
+            "hidden_size": t.width,
+            "intermediate_size": t.mlp_dim,
+            "num_attention_heads": t.heads,
+            "num_hidden_layers": t.layers,
+            "max_position_embeddings": t.context_length,
+            "vocab_size": t.vocab_size,
+            "hidden_act": act(t.activation, "text_cfg.activation")?,
+            "layer_norm_eps": t.layer_norm_eps,
+            "projection_size": config.embed_dim,
+            "pad_token_id": t.eot_token_id,
+            "eos_token_id": t.eot_token_id,
+            "bos_token_id": null,
+            "attention_dropout": 0.0,
+        },
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": v.width,
+            "intermediate_size": v.mlp_dim,
+            "num_attention_heads": v.heads,
+            "num_hidden_layers": v.layers,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "num_channels": 3,
+            "hidden_act": act(v.activation, "vision_cfg.activation")?,
+            "layer_norm_eps": v.layer_norm_eps,
+            "vision_use_head": true,
+            "attention_dropout": 0.0,
+        },
+    }))
+}
+
+/// `preprocessor_config.json` for `transformers.SiglipImageProcessor`: resize to the square
+/// size without a crop, bicubic, rescale, normalise.
+pub fn to_siglip_preprocessor(config: &ClipConfig) -> serde_json::Value {
+    let v = &config.vision;
+    serde_json::json!({
+        "image_processor_type": "SiglipImageProcessor",
+        "do_resize": true,
+        "size": {"height": v.image_size, "width": v.image_size},
+        "resample": 3,
+        "do_rescale": true,
+        "rescale_factor": 1.0 / 255.0,
+        "do_normalize": true,
+        "image_mean": v.image_mean,
+        "image_std": v.image_std,
+    })
+}

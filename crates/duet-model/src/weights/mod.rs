@@ -273,6 +273,14 @@ pub fn save_hf(model: &ClipModel, config: &ClipConfig, dir: &Path) -> Result<(),
 /// `preprocess_cfg`, `open_clip_model.safetensors` with OpenCLIP's keys and fused q/k/v), which
 /// `open_clip.create_model_and_transforms("local-dir:DIR")` loads.
 pub fn save_openclip(model: &ClipModel, config: &ClipConfig, dir: &Path) -> Result<(), ModelError> {
+    if config.vision.pool == crate::VisionPool::Map {
+        // OpenCLIP holds SigLIP image towers as timm trunks (`visual.trunk.*`), a key table
+        // not built yet.
+        return Err(ModelError::invalid(
+            "format",
+            "exporting a SigLIP model to OpenCLIP's layout is not supported yet; use --format hf",
+        ));
+    }
     let hub = to_openclip_json(config)?;
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let tensors =
