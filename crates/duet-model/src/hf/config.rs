@@ -68,9 +68,6 @@ struct HfClip {
     vision_config: HfVision,
 }
 
-macro_rules! defaults {
-    ($($name:ident = $value:expr),* $(,)?) => { $(fn $name() -> usize { $value })* };
-}
 defaults!(
     d3 = 3,
     d8 = 8,

@@ -31,7 +31,7 @@ use Transform::{Copy, Scalar, Transpose};
 /// Buffers an HF checkpoint may carry that are not parameters.
 pub const HF_IGNORABLE: &[&str] = &["embeddings.position_ids"];
 
-pub(super) const BLOCK: &[(&str, &str, Transform)] = &[
+const BLOCK: &[(&str, &str, Transform)] = &[
     ("layer_norm1.weight", "ln_1.gamma", Copy),
     ("layer_norm1.bias", "ln_1.beta", Copy),
     ("self_attn.q_proj.weight", "attn.q.weight", Transpose),
@@ -50,7 +50,9 @@ pub(super) const BLOCK: &[(&str, &str, Transform)] = &[
     ("mlp.fc2.bias", "mlp.fc2.bias", Copy),
 ];
 
-const GLOBAL: &[(&str, &str, Transform)] = &[
+/// The mappings CLIP and SigLIP share: their text embeddings and final LayerNorm, and the image
+/// tower's patch weight, positions and post-LayerNorm.
+pub(super) const SHARED: &[(&str, &str, Transform)] = &[
     (
         "text_model.embeddings.token_embedding.weight",
         "text.token_embedding.weight",
@@ -71,12 +73,6 @@ const GLOBAL: &[(&str, &str, Transform)] = &[
         "text.ln_final.beta",
         Copy,
     ),
-    ("text_projection.weight", "text.proj.weight", Transpose),
-    (
-        "vision_model.embeddings.class_embedding",
-        "vision.class_embedding",
-        Copy,
-    ),
     (
         "vision_model.embeddings.patch_embedding.weight",
         "vision.patch_embed.weight",
@@ -88,12 +84,6 @@ const GLOBAL: &[(&str, &str, Transform)] = &[
         Copy,
     ),
     (
-        "vision_model.pre_layrnorm.weight",
-        "vision.ln_pre.gamma",
-        Copy,
-    ),
-    ("vision_model.pre_layrnorm.bias", "vision.ln_pre.beta", Copy),
-    (
         "vision_model.post_layernorm.weight",
         "vision.ln_post.gamma",
         Copy,
@@ -103,6 +93,22 @@ const GLOBAL: &[(&str, &str, Transform)] = &[
         "vision.ln_post.beta",
         Copy,
     ),
+];
+
+/// CLIP's own mappings, beside [`SHARED`].
+const CLIP_ONLY: &[(&str, &str, Transform)] = &[
+    ("text_projection.weight", "text.proj.weight", Transpose),
+    (
+        "vision_model.embeddings.class_embedding",
+        "vision.class_embedding",
+        Copy,
+    ),
+    (
+        "vision_model.pre_layrnorm.weight",
+        "vision.ln_pre.gamma",
+        Copy,
+    ),
+    ("vision_model.pre_layrnorm.bias", "vision.ln_pre.beta", Copy),
     ("visual_projection.weight", "vision.proj.weight", Transpose),
     ("logit_scale", "logit_scale", Scalar),
 ];
@@ -113,8 +119,14 @@ pub fn hf_table(config: &ClipConfig) -> Vec<Mapping> {
     if config.vision.pool == crate::VisionPool::Map {
         return super::siglip::siglip_table(config);
     }
-    let mut table: Vec<Mapping> = GLOBAL
+    with_blocks(CLIP_ONLY, config)
+}
+
+/// [`SHARED`], then `own`, then both towers' blocks (the same block table for CLIP and SigLIP).
+pub(super) fn with_blocks(own: &[(&str, &str, Transform)], config: &ClipConfig) -> Vec<Mapping> {
+    let mut table: Vec<Mapping> = SHARED
         .iter()
+        .chain(own)
         .map(|(s, t, tr)| Mapping::new(*s, *t, *tr))
         .collect();
     expand_blocks(

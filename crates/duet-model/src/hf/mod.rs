@@ -1,6 +1,11 @@
 //! The Hugging Face `transformers.CLIPModel` and `SiglipModel` formats: `config.json` and
 //! state-dict keys.
 
+/// `fn dN() -> usize { N }` for each `dN = N`: serde's defaults of the config fields.
+macro_rules! defaults {
+    ($($name:ident = $value:expr),* $(,)?) => { $(fn $name() -> usize { $value })* };
+}
+
 mod config;
 mod keys;
 mod siglip;

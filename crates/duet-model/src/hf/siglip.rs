@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use crate::ModelError;
 use crate::config::{Activation, ClipConfig, TextConfig, TextPool, VisionConfig, VisionPool};
-use crate::weights::remap::{Mapping, Transform, expand_blocks};
+use crate::weights::remap::{Mapping, Transform};
 
 use Transform::{Copy, Rows, Transpose};
 
@@ -91,30 +91,16 @@ struct Siglip {
     vision_config: Vision,
 }
 
-fn d3() -> usize {
-    3
-}
-fn d12() -> usize {
-    12
-}
-fn d16() -> usize {
-    16
-}
-fn d64() -> usize {
-    64
-}
-fn d224() -> usize {
-    224
-}
-fn d768() -> usize {
-    768
-}
-fn d3072() -> usize {
-    3072
-}
-fn d32000() -> usize {
-    32_000
-}
+defaults!(
+    d3 = 3,
+    d12 = 12,
+    d16 = 16,
+    d64 = 64,
+    d224 = 224,
+    d768 = 768,
+    d3072 = 3072,
+    d32000 = 32_000
+);
 fn yes() -> bool {
     true
 }
@@ -227,52 +213,13 @@ const fn qkv(index: usize, transpose: bool) -> Transform {
     }
 }
 
-const GLOBAL: &[(&str, &str, Transform)] = &[
-    (
-        "text_model.embeddings.token_embedding.weight",
-        "text.token_embedding.weight",
-        Copy,
-    ),
-    (
-        "text_model.embeddings.position_embedding.weight",
-        "text.position_embedding",
-        Copy,
-    ),
-    (
-        "text_model.final_layer_norm.weight",
-        "text.ln_final.gamma",
-        Copy,
-    ),
-    (
-        "text_model.final_layer_norm.bias",
-        "text.ln_final.beta",
-        Copy,
-    ),
+/// SigLIP's own mappings, beside the ones it shares with CLIP (`keys.rs`'s `SHARED`).
+const SIGLIP_ONLY: &[(&str, &str, Transform)] = &[
     ("text_model.head.weight", "text.proj.weight", Transpose),
     ("text_model.head.bias", "text.proj.bias", Copy),
     (
-        "vision_model.embeddings.patch_embedding.weight",
-        "vision.patch_embed.weight",
-        Copy,
-    ),
-    (
         "vision_model.embeddings.patch_embedding.bias",
         "vision.patch_embed.bias",
-        Copy,
-    ),
-    (
-        "vision_model.embeddings.position_embedding.weight",
-        "vision.position_embedding",
-        Copy,
-    ),
-    (
-        "vision_model.post_layernorm.weight",
-        "vision.ln_post.gamma",
-        Copy,
-    ),
-    (
-        "vision_model.post_layernorm.bias",
-        "vision.ln_post.beta",
         Copy,
     ),
     ("vision_model.head.probe", "vision.attn_pool.probe", Copy),
@@ -352,25 +299,7 @@ const GLOBAL: &[(&str, &str, Transform)] = &[
 
 /// Every mapping for a SigLIP model of this config, globals first.
 pub fn siglip_table(config: &ClipConfig) -> Vec<Mapping> {
-    let mut table: Vec<Mapping> = GLOBAL
-        .iter()
-        .map(|(s, t, tr)| Mapping::new(*s, *t, *tr))
-        .collect();
-    expand_blocks(
-        &mut table,
-        "text_model.encoder.layers",
-        "text.blocks",
-        config.text.layers,
-        super::keys::BLOCK,
-    );
-    expand_blocks(
-        &mut table,
-        "vision_model.encoder.layers",
-        "vision.blocks",
-        config.vision.layers,
-        super::keys::BLOCK,
-    );
-    table
+    super::keys::with_blocks(SIGLIP_ONLY, config)
 }
 
 /// Whether `config` is exactly the SigLIP layout (every switch SigLIP's), which is what
