@@ -115,11 +115,8 @@ fn step(args: &StepArgs) -> Result<()> {
     let devices = args.devices.resolve()?;
     let device = devices.first().context("no device")?;
     device.seed(0);
-    if let Some(device) = devices.iter().find(|d| !args.precision.runs_on(d)) {
-        bail!(
-            "--precision {}: {device:?} has no such arithmetic",
-            args.precision
-        );
+    if let Err(why) = args.precision.check_on(&devices) {
+        bail!("--precision {}: {why}", args.precision);
     }
     let mut model = clip
         .init(device)

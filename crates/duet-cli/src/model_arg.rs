@@ -17,11 +17,8 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
 /// [`load`], computing in `precision` (`--precision`); a device without that type is refused
 /// before the weights are read.
 pub fn load_in(path: &Path, device: &Device, precision: Precision) -> Result<LoadedModel> {
-    if !precision.runs_on(device) {
-        bail!(
-            "--precision {precision}: {device:?} has no {precision} arithmetic (WGSL has no \
-             bf16; f16 on wgpu needs an adapter with shader-f16)"
-        );
+    if let Err(why) = precision.check_on(std::slice::from_ref(device)) {
+        bail!("--precision {precision}: {why}");
     }
     let mut loaded = load(path, device)?;
     loaded.model = loaded.model.with_precision(precision);

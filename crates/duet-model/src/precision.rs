@@ -63,6 +63,18 @@ impl Precision {
     pub fn runs_on(self, device: &Device) -> bool {
         self.low().is_none_or(|dtype| device.supports_dtype(dtype))
     }
+
+    /// Every device of `devices` can compute in this precision; else why the first cannot (the
+    /// one message `train.precision`, `--precision` and `duet bench` refuse with).
+    pub fn check_on(self, devices: &[Device]) -> Result<(), String> {
+        match devices.iter().find(|d| !self.runs_on(d)) {
+            None => Ok(()),
+            Some(device) => Err(format!(
+                "{device:?} has no {self} arithmetic (WGSL has no bf16; f16 on wgpu needs an \
+                 adapter with shader-f16)"
+            )),
+        }
+    }
 }
 
 impl fmt::Display for Precision {

@@ -25,7 +25,12 @@ pub struct PatchDropout {
 impl PatchDropout {
     /// Patches kept of `patches`: `max(1, ⌊patches · (1 − prob)⌋)`, as OpenCLIP.
     pub fn kept(&self, patches: usize) -> usize {
-        ((patches as f64 * (1.0 - self.prob)).floor() as usize).clamp(1, patches.max(1))
+        Self::kept_of(self.prob, patches)
+    }
+
+    /// [`Self::kept`] for a dropout probability alone (no draws need a seed to count).
+    pub fn kept_of(prob: f64, patches: usize) -> usize {
+        ((patches as f64 * (1.0 - prob)).floor() as usize).clamp(1, patches.max(1))
     }
 
     /// The patches rows `first_row .. first_row + rows` of step `step`'s global batch keep, in

@@ -49,12 +49,10 @@ impl StepMemory {
             },
             checkpoint: train.grad_checkpointing,
         };
-        let patches = v.num_positions() - 1;
-        let vision_tokens = 1 + PatchDropout {
-            prob: train.patch_dropout,
-            seed: 0,
-        }
-        .kept(patches);
+        // The class token (if any) and the patches patch dropout keeps.
+        let patches = v.num_patches();
+        let vision_tokens =
+            v.num_positions() - patches + PatchDropout::kept_of(train.patch_dropout, patches);
         let per_sample = kind.tower(vision_tokens, v.width, v.heads, v.mlp_dim, v.layers)
             + kind.tower(t.context_length, t.width, t.heads, t.mlp_dim, t.layers);
         let n = |x: usize| x as u128;

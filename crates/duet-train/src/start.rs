@@ -305,17 +305,12 @@ fn stepper(
 
 /// Refuses, before any work, a precision a device cannot compute in.
 fn check_precision(config: &TrainConfig, devices: &[Device]) -> Result<(), TrainError> {
-    let precision = config.train.precision;
-    match devices.iter().find(|d| !precision.runs_on(d)) {
-        None => Ok(()),
-        Some(device) => Err(TrainError::invalid(
+    config.train.precision.check_on(devices).map_err(|why| {
+        TrainError::invalid(
             "train.precision",
-            format!(
-                "{device:?} has no {precision} arithmetic (WGSL has no bf16; f16 on wgpu needs \
-                 an adapter with shader-f16): use f32 there, or bf16/f16 on CUDA or the CPU"
-            ),
-        )),
-    }
+            format!("{why}: use f32 there, or bf16/f16 on CUDA or the CPU"),
+        )
+    })
 }
 
 /// Every rank runs the same config (the same file and overrides), or none runs.

@@ -173,22 +173,22 @@ impl Stepper {
     ) -> Result<(ClipModel, StepReport), TrainError> {
         let (value, grads) = self.gradients(&model, images, tokens, accum, step, comm)?;
         let loss_scale = self.scaler.map(|s| s.scale);
+        // The update left out: the model as it was, and what the step measured.
+        let skip = |model: ClipModel, grad_norm: Option<f64>| {
+            let logit_scale = scalar(&model.logit_scale.val());
+            let report = StepReport {
+                loss: value,
+                grad_norm,
+                logit_scale,
+                skipped: true,
+                loss_scale,
+            };
+            (model, report)
+        };
         let Some(mut grads) = grads else {
             return match self.on_nonfinite {
                 NonFinite::Stop => Err(TrainError::NonFiniteLoss { step, value }),
-                NonFinite::Skip => {
-                    let logit_scale = scalar(&model.logit_scale.val());
-                    Ok((
-                        model,
-                        StepReport {
-                            loss: value,
-                            grad_norm: None,
-                            logit_scale,
-                            skipped: true,
-                            loss_scale,
-                        },
-                    ))
-                }
+                NonFinite::Skip => Ok(skip(model, None)),
             };
         };
         if let Some(scale) = loss_scale {
@@ -201,17 +201,7 @@ impl Stepper {
             let finite = grad_norm.is_some_and(f64::is_finite);
             scaler.update(finite);
             if !finite {
-                let logit_scale = scalar(&model.logit_scale.val());
-                return Ok((
-                    model,
-                    StepReport {
-                        loss: value,
-                        grad_norm,
-                        logit_scale,
-                        skipped: true,
-                        loss_scale,
-                    },
-                ));
+                return Ok(skip(model, grad_norm));
             }
         }
         if let (Some(max), Some(norm)) = (self.clip, grad_norm) {
