@@ -21,7 +21,9 @@ embeddings and the probe N(0, 0.5^2), LayerNorm gains 1 + 0.1 N(0, 1), biases 0.
 raw logit_scale 2.3, logit_bias -3 (not -10, so the sigmoids are not saturated).
 
 Inputs: four photos of datasets/photos (chelsea, coffee, horse, rocket) through
-`SiglipImageProcessor` at 32 px (resize without crop, bicubic, rescale 1/255, mean = std = 0.5),
+`SiglipImageProcessorPil` at 32 px (resize without crop, bicubic, rescale 1/255, mean = std = 0.5;
+the PIL backend, named so: transformers 5 picks its torchvision backend when torchvision is
+installed, which rounds some pixels one level differently),
 `pixel_values`; four id rows of 16 (random ids in [3, 1000), one row of the full 16, the others
 ended by the eos/pad id 1 and padded with it, as the SigLIP tokenizer pads to max_length).
 
@@ -41,6 +43,10 @@ reference-hf.safetensors, float32, eval mode:
     loss_sigmoid        f32 [1]          SiglipModel(return_loss=True).loss: -sum_j logsigmoid(z_ij
                                          logits_ij) averaged over the 4 rows, z = 2 eye - 1
     grad.<hf key>       gradients of loss_sigmoid, HF keys and shapes, for the keys in GRAD_KEYS
+    caption_ids         i64 [2, 16]      CAPTIONS through the fixture's SiglipTokenizer (hf/, made
+                                         first by scripts/make_siglip_tokenizer_fixture.py),
+                                         padding="max_length", max_length 16, truncation
+    caption_text_embeds f32 [2, 48]      their L2-normalised text embeddings (text end to end)
 
 The script then reloads the model with SiglipModel.from_pretrained and asserts the outputs
 match.
@@ -56,11 +62,12 @@ import torch
 import transformers
 from PIL import Image
 from safetensors.torch import save_file
-from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel, SiglipTokenizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "fixtures" / "siglip-tiny"
 PHOTOS = ["chelsea.png", "coffee.png", "horse.png", "rocket.jpg"]
+CAPTIONS = ["A photo of Chelsea the cat.", "café au lait, a rocket and a horse; in one caption!"]
 GRAD_KEYS = [
     "logit_scale",
     "logit_bias",
@@ -130,7 +137,7 @@ def randomize(model, generator):
 
 
 def inputs(generator):
-    processor = SiglipImageProcessor(size={"height": 32, "width": 32})
+    processor = SiglipImageProcessorPil(size={"height": 32, "width": 32})
     images = [Image.open(ROOT / "datasets" / "photos" / name).convert("RGB") for name in PHOTOS]
     pixel_values = processor(images=images, return_tensors="pt")["pixel_values"].float()
     ids = torch.full((4, 16), 1, dtype=torch.long)
@@ -181,13 +188,21 @@ def main():
     assert abs(by_hand.item() - ref["loss_sigmoid"].item()) < 1e-5, (by_hand, ref["loss_sigmoid"])
 
     hf = OUT / "hf"
+    tokenizer = SiglipTokenizer.from_pretrained(hf)
+    caption_ids = tokenizer(CAPTIONS, padding="max_length", max_length=16, truncation=True,
+                            return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        features = model.get_text_features(input_ids=caption_ids)
+        features = getattr(features, "pooler_output", features)
+    ref["caption_ids"] = caption_ids.contiguous()
+    ref["caption_text_embeds"] = torch.nn.functional.normalize(features, dim=-1).contiguous()
     model.save_pretrained(hf)
-    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(hf)
+    SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(hf)
     save_file(ref, OUT / "reference-hf.safetensors")
 
     again = SiglipModel.from_pretrained(hf).eval()
     check = run(again, pixel_values, ids)
-    for key, value in ref.items():
+    for key, value in check.items():
         assert torch.equal(value, check[key]), key
 
     versions = {

@@ -420,6 +420,30 @@ fn losses(run_dir: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// Runs `duet args` writing into `run_dir`, SIGKILLs it as soon as its first checkpoint is
+/// complete, and returns the checkpoint's name.
+fn kill_after_first_checkpoint(args: &[&str], run_dir: &Path) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("duet starts");
+    let latest = run_dir.join("checkpoints/latest");
+    let started = std::time::Instant::now();
+    while !latest.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no checkpoint"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    std::fs::read_to_string(&latest).expect("latest")
+}
+
 #[test]
 fn pretrain_killed_after_a_checkpoint_resumes_to_the_same_losses() {
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -454,25 +478,10 @@ fn pretrain_killed_after_a_checkpoint_resumes_to_the_same_losses() {
 
     // The same run, SIGKILLed as soon as its first checkpoint is complete.
     let killed_str = killed.to_str().expect("utf-8 path");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_duet"))
-        .args([args.as_slice(), &["--run-dir", killed_str]].concat())
-        .current_dir(root())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("duet starts");
-    let latest = killed.join("checkpoints/latest");
-    let started = std::time::Instant::now();
-    while !latest.exists() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(120),
-            "no checkpoint"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
-    let at_kill = std::fs::read_to_string(&latest).expect("latest");
+    let at_kill = kill_after_first_checkpoint(
+        &[args.as_slice(), &["--run-dir", killed_str]].concat(),
+        &killed,
+    );
     assert_ne!(
         at_kill.trim(),
         "step-00000016",
@@ -825,49 +834,160 @@ fn embed_in_bf16_is_near_f32_and_unknown_precisions_are_refused() {
     );
 }
 
+/// Row `row` of an f32 tensor of the SigLIP fixture's reference
+/// (`scripts/make_siglip_fixtures.py`).
+fn siglip_reference_row(key: &str, row: usize) -> Vec<f32> {
+    let path = root().join("tests/fixtures/siglip-tiny/reference-hf.safetensors");
+    let bytes = std::fs::read(path).expect("fixture");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid");
+    let view = st.tensor(key).expect("key");
+    let dim = view.shape()[1];
+    view.data()[row * dim * 4..(row + 1) * dim * 4]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 #[test]
-fn a_siglip_model_is_refused_where_only_the_clip_tokenizer_is_read() {
-    // The SigLIP fixture's text tower has 1,000 tokens and ends captions with id 1: the bundled
-    // CLIP BPE would feed it ids up to 49,407. Refused before any work (no run directory).
+fn embed_a_siglip_model_matches_transformers_end_to_end() {
+    // Captions through the model's own tokenizer.json and text tower, photos through SigLIP's
+    // preprocessing (resize without crop, mean = std = 0.5) and its image tower: the fixture's
+    // transformers embeddings (captions 0 and 1; chelsea and coffee are images 0 and 1).
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = dir.path().join("run");
+    let out = dir.path().join("e.jsonl");
+    ok(&[
+        "embed",
+        "--model",
+        "tests/fixtures/siglip-tiny/hf",
+        "--text",
+        "A photo of Chelsea the cat.",
+        "--text",
+        "café au lait, a rocket and a horse; in one caption!",
+        "--image",
+        "datasets/photos/chelsea.png",
+        "--image",
+        "datasets/photos/coffee.png",
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    let rows = read_jsonl(&out);
+    assert_eq!(rows.len(), 4);
+    for (row, caption) in [(0, 0), (1, 1)] {
+        let want = siglip_reference_row("caption_text_embeds", caption);
+        let diff = max_abs_diff(&rows[row].embedding, &want);
+        assert!(diff < 1e-5, "caption {caption}: max abs diff {diff}");
+    }
+    // The fixture's pixels come from the PIL backend of SiglipImageProcessor, one 8-bit level
+    // off duet's on a few pixels (tests/preprocess_parity.rs).
+    for (row, image) in [(2, 0), (3, 1)] {
+        let want = siglip_reference_row("image_embeds", image);
+        let diff = max_abs_diff(&rows[row].embedding, &want);
+        println!("image {image}: max abs diff to transformers {diff:.2e}");
+        assert!(diff < 1e-3, "image {image}: max abs diff {diff}");
+    }
+}
+
+#[test]
+fn finetune_siglip_with_a_locked_image_tower_resumes_exactly_and_exports() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (full, killed) = (tmp.path().join("full"), tmp.path().join("killed"));
+    let fixture = "tests/fixtures/siglip-tiny/hf";
+    let mut args = vec!["finetune", "--from", fixture, "--lock-image"];
+    args.extend_from_slice(SHORT_RUN);
+    args.extend_from_slice(&["--set", "train.steps=6"]);
+    // tiny.toml trains with InfoNCE: refused for SigLIP weights before anything is written.
+    let full_str = full.to_str().expect("utf-8 path");
     fails_with(
-        &[
-            "finetune",
-            "--config",
-            "configs/tiny.toml",
-            "--from",
-            "tests/fixtures/siglip-tiny/hf",
-            "--run-dir",
-            run.to_str().expect("utf-8 path"),
-        ],
-        &["1000 tokens", "tokenizer"],
+        &[args.as_slice(), &["--run-dir", full_str]].concat(),
+        &["loss.kind", "sigmoid"],
     );
-    assert!(!run.exists(), "nothing written");
-    fails_with(
-        &[
-            "eval",
-            "retrieval",
-            "--model",
-            "tests/fixtures/siglip-tiny/hf",
-            "--data",
-            "datasets/sample/val/00000.tar",
-        ],
-        &["tokenizer"],
+    assert!(!full.exists(), "nothing written");
+    args.extend_from_slice(&["--set", "loss.kind=\"sigmoid\""]);
+    ok(&[args.as_slice(), &["--run-dir", full_str]].concat());
+    let reference = losses(&full);
+    assert_eq!(reference.len(), 6);
+
+    let killed_str = killed.to_str().expect("utf-8 path");
+    let at_kill = kill_after_first_checkpoint(
+        &[args.as_slice(), &["--run-dir", killed_str]].concat(),
+        &killed,
     );
+    assert_ne!(
+        at_kill.trim(),
+        "step-00000006",
+        "killed too late to test anything"
+    );
+    ok(&["resume", killed_str]);
+    assert_eq!(losses(&killed), reference, "killed at {at_kill}");
+
+    // Export: the image tower as it came, the text tower trained, the tokenizer alongside; and
+    // the export evaluates (own tokenizer, SigLIP preprocessing).
+    let out = tmp.path().join("hf");
+    let out_str = out.to_str().expect("utf-8 path");
+    ok(&[
+        "export", "--model", killed_str, "--format", "hf", "--out", out_str,
+    ]);
+    let before = tensors(&root().join(fixture).join("model.safetensors"));
+    let after = tensors(&out.join("model.safetensors"));
+    assert_eq!(before.len(), after.len());
+    let (mut image, mut text, mut text_changed) = (0, 0, 0);
+    for (name, old) in &before {
+        let new = &after[name];
+        if name.starts_with("vision_model.") {
+            assert_eq!(
+                old, new,
+                "{name} changed although the image tower is locked"
+            );
+            image += 1;
+        } else if name.starts_with("text_model.") {
+            text += 1;
+            text_changed += usize::from(old != new);
+        }
+    }
+    assert!(
+        image > 30 && text > 20,
+        "{image} image, {text} text tensors"
+    );
+    assert!(
+        text_changed * 10 >= text * 8,
+        "{text_changed} of {text} text tensors changed"
+    );
+    assert_ne!(
+        before["logit_bias"], after["logit_bias"],
+        "logit_bias trains"
+    );
+    for name in ["tokenizer.json", "spiece.model"] {
+        let want = std::fs::read(root().join(fixture).join(name)).expect("fixture");
+        assert!(
+            std::fs::read(out.join(name)).expect("exported") == want,
+            "{name}"
+        );
+    }
+    let metrics = json_stdout(&[
+        "eval",
+        "retrieval",
+        "--model",
+        out_str,
+        "--data",
+        "datasets/sample/val/00000.tar",
+        "--json",
+    ]);
+    assert_eq!(metrics["pairs"].as_u64(), Some(132), "{metrics}");
+    assert!(metrics["i2t_r1"].as_f64().is_some(), "{metrics}");
+
     // OpenCLIP holds SigLIP as a timm trunk, a layout not written yet: refused, nothing made.
-    let out = dir.path().join("openclip");
+    let openclip = tmp.path().join("openclip");
     fails_with(
         &[
             "export",
             "--model",
-            "tests/fixtures/siglip-tiny/hf",
+            fixture,
             "--format",
             "openclip",
             "--out",
-            out.to_str().expect("utf-8 path"),
+            openclip.to_str().expect("utf-8 path"),
         ],
         &["SigLIP", "--format hf"],
     );
-    assert!(!out.exists(), "nothing written");
+    assert!(!openclip.exists(), "nothing written");
 }

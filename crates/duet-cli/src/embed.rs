@@ -6,10 +6,10 @@ use anyhow::{Context, Result, bail, ensure};
 use burn::tensor::Device;
 use clap::{ArgMatches, Args};
 use duet_data::{
-    ClipTokenizer, DecodeConfig, EvalTransformConfig, Normalize, PadToken, ResizeMode,
-    TokenizerConfig, decode_rgb8, images_to_tensor, tokens_to_tensor,
+    DecodeConfig, OwnRows, PadToken, TextTokenizer, TokenizerConfig, decode_rgb8, images_to_tensor,
+    tokens_to_tensor,
 };
-use duet_model::{ClipConfig, ClipModel, l2_normalize};
+use duet_model::{ClipConfig, ClipModel, TokenizerSpec, l2_normalize};
 
 use crate::backend::DeviceKind;
 use crate::output::{Embedded, InputKind, OutputFormat, write};
@@ -34,7 +34,8 @@ pub struct EmbedArgs {
     /// Output file: `.jsonl`, `.npy` or `.safetensors`.
     #[arg(long)]
     out: PathBuf,
-    /// An HF `tokenizer.json` to use instead of the bundled CLIP BPE.
+    /// An HF `tokenizer.json` to use instead of the model's (the bundled CLIP BPE, or a SigLIP
+    /// model directory's own).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Inputs per forward pass.
@@ -127,19 +128,35 @@ fn gather_inputs(args: &EmbedArgs, order: &[Source]) -> Result<Vec<Input>> {
     Ok(inputs)
 }
 
-fn tokenizer(args: &EmbedArgs, config: &ClipConfig) -> Result<ClipTokenizer> {
-    let tok_config = TokenizerConfig {
-        context_length: config.text.context_length,
-        pad: PadToken::Zero,
+fn tokenizer(args: &EmbedArgs, config: &ClipConfig) -> Result<TextTokenizer> {
+    let Some(path) = &args.tokenizer else {
+        return Ok(duet_eval::text_tokenizer(config)?);
     };
-    let tokenizer = match &args.tokenizer {
-        Some(path) => ClipTokenizer::from_file(path, tok_config)?,
-        None => ClipTokenizer::bundled(tok_config)?,
+    let tokenizer = match &config.text.tokenizer {
+        TokenizerSpec::ClipBpe => {
+            let tok_config = TokenizerConfig {
+                context_length: config.text.context_length,
+                pad: PadToken::Zero,
+            };
+            TextTokenizer::from_file(path, tok_config)?
+        }
+        TokenizerSpec::File(file) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading --tokenizer {}", path.display()))?;
+            let rows = OwnRows {
+                context_length: config.text.context_length,
+                pad_id: file.pad_id,
+                lowercase: file.lowercase,
+                pad_left: file.pad_left,
+            };
+            TextTokenizer::from_model_json(&bytes, &path.display().to_string(), rows)?
+        }
     };
-    if tokenizer.eot_id() != config.text.eot_token_id {
+    if let Some(eot) = tokenizer.eot_id()
+        && eot != config.text.eot_token_id
+    {
         bail!(
-            "the tokenizer's end-of-text id {} differs from the model's {}; pass the model's tokenizer.json with --tokenizer",
-            tokenizer.eot_id(),
+            "the tokenizer's end-of-text id {eot} differs from the model's {}; pass the model's tokenizer.json with --tokenizer",
             config.text.eot_token_id
         );
     }
@@ -157,7 +174,7 @@ fn rows(t: burn::tensor::Tensor<2>) -> Result<Vec<Vec<f32>>> {
 
 fn embed_texts(
     model: &ClipModel,
-    tokenizer: &ClipTokenizer,
+    tokenizer: &TextTokenizer,
     texts: &[&str],
     device: &Device,
 ) -> Result<Vec<Vec<f32>>> {
@@ -172,15 +189,7 @@ fn embed_images(
     paths: &[&str],
     device: &Device,
 ) -> Result<Vec<Vec<f32>>> {
-    let transform = EvalTransformConfig {
-        image_size: config.vision.image_size as u32,
-        resize: ResizeMode::Shortest,
-        normalize: Normalize {
-            mean: config.vision.image_mean,
-            std: config.vision.image_std,
-        },
-    }
-    .init()?;
+    let transform = duet_eval::eval_transform_config(config).init()?;
     let decode = DecodeConfig::default();
     let pixels = paths
         .iter()

@@ -8,9 +8,9 @@ use clap::{Args, Subcommand};
 use duet_data::reader::{CsvColumns, ParquetColumns, ShardFormat};
 use duet_data::write::{ImageBytes, Row, RowError, ShardWriter};
 use duet_data::{
-    ClipTokenizer, DataError, DecodeConfig, EvalTransformConfig, FieldSelector,
-    ImageTransformConfig, Loader, LoaderConfig, LoaderSource, LocalStore, PIL_MAX_IMAGE_PIXELS,
-    ReadEvent, SampleCounts, SkipCounts, TextField, TokenizerConfig, decode_rgb8, image_extension,
+    DataError, DecodeConfig, EvalTransformConfig, FieldSelector, ImageTransformConfig, Loader,
+    LoaderConfig, LoaderSource, LocalStore, PIL_MAX_IMAGE_PIXELS, ReadEvent, SampleCounts,
+    SkipCounts, TextField, TextTokenizer, TokenizerConfig, decode_rgb8, image_extension,
     parse_spec,
 };
 use serde::Serialize;
@@ -158,7 +158,7 @@ fn inspect(args: &InspectArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         config.decode_threads = threads;
     }
-    let tokenizer = ClipTokenizer::bundled(TokenizerConfig::default())?;
+    let tokenizer = TextTokenizer::bundled(TokenizerConfig::default())?;
     let mut loader = Loader::start(&config, source, tokenizer, None)?;
     let mut samples = 0u64;
     let mut examples = Vec::new();

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use duet_data::{
-    AutoReader, ClipTokenizer, ImageTransformConfig, Loader, LoaderConfig, LoaderSource,
-    LocalStore, TokenizerConfig, TrainTransformConfig, WeightedShard, parse_spec,
+    AutoReader, ImageTransformConfig, Loader, LoaderConfig, LoaderSource, LocalStore,
+    TextTokenizer, TokenizerConfig, TrainTransformConfig, WeightedShard, parse_spec,
 };
 
 struct Args {
@@ -81,7 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         epochs: Some(args.epochs),
         ..LoaderConfig::train(args.batch_size, 0, transform)
     };
-    let tokenizer = ClipTokenizer::bundled(TokenizerConfig::default())?;
+    let tokenizer = TextTokenizer::bundled(TokenizerConfig::default())?;
     let mut samples = 0usize;
     let mut started = Instant::now();
     let mut loader = Loader::start(&config, source, tokenizer, None)?;

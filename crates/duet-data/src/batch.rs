@@ -20,7 +20,7 @@ pub fn images_to_tensor(
 }
 
 /// Stacks token rows of `context_length` ids (from
-/// [`ClipTokenizer::encode_batch`](crate::ClipTokenizer::encode_batch)) into a
+/// [`TextTokenizer::encode_batch`](crate::TextTokenizer::encode_batch)) into a
 /// `[B, context_length]` int tensor on `device`.
 pub fn tokens_to_tensor(
     rows: &[Vec<u32>],

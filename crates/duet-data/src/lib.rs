@@ -3,7 +3,7 @@
 //! Stages, in pipeline order:
 //! - [`spec`]: shard specs (`{00000..00099}.tar::other/*.tar`) to shard URLs ([`parse_spec`]);
 //! - [`source`]: shard bytes from files, HTTP, S3, `pipe:` commands or memory ([`Stores`]);
-//! - [`tokenize`]: CLIP byte-level BPE into fixed-length id rows ([`ClipTokenizer`]);
+//! - [`tokenize`]: CLIP byte-level BPE into fixed-length id rows ([`TextTokenizer`]);
 //! - [`decode`]: image bytes into 8-bit RGB as PIL's `convert("RGB")` gives them ([`decode_rgb8`]);
 //! - [`transform`]: OpenCLIP's eval transform, resize + center crop ([`EvalTransform`]);
 //! - [`normalize`]: mean/std normalisation into CHW floats ([`Normalize`]);
@@ -41,7 +41,7 @@ pub use sample::{FieldSelector, RawSample, SampleRef, Selected, TextField};
 pub use skip::{SkipCounts, SkipReason};
 pub use source::{LocalStore, MemoryStore, ObjectStores, PipeStore, S3Config, ShardStore, Stores};
 pub use spec::{SampleCounts, ShardSource, ShardSpec, parse_spec, sample_count_hint};
-pub use tokenize::{ClipTokenizer, PadToken, TokenizerConfig};
+pub use tokenize::{OwnRows, PadToken, TextTokenizer, TokenizerConfig};
 pub use transform::{
     EvalTransform, EvalTransformConfig, ImageTransform, ImageTransformConfig, ResizeMode,
     TrainTransform, TrainTransformConfig,

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use bad_corpus::{Entry, format_of};
 use common::workspace_path;
 use duet_data::{
-    AutoReader, Batch, ClipTokenizer, DataError, EvalTransformConfig, ImageTransformConfig, Loader,
-    LoaderConfig, LoaderCursor, LoaderSource, LocalStore, MemoryStore, Sampling, ShardReader,
-    ShardStore, SkipReason, SlotLoader, TokenizerConfig, TrainTransformConfig, WeightedShard,
+    AutoReader, Batch, DataError, EvalTransformConfig, ImageTransformConfig, Loader, LoaderConfig,
+    LoaderCursor, LoaderSource, LocalStore, MemoryStore, Sampling, ShardReader, ShardStore,
+    SkipReason, SlotLoader, TextTokenizer, TokenizerConfig, TrainTransformConfig, WeightedShard,
     owned_slots, parse_spec,
 };
 
@@ -45,8 +45,8 @@ fn source(spec: &str) -> LoaderSource {
     source_with(spec, Arc::new(format), Arc::new(LocalStore))
 }
 
-fn tokenizer() -> ClipTokenizer {
-    ClipTokenizer::bundled(TokenizerConfig::default()).expect("bundled tokenizer")
+fn tokenizer() -> TextTokenizer {
+    TextTokenizer::bundled(TokenizerConfig::default()).expect("bundled tokenizer")
 }
 
 /// Small train batches: 24 px crops of the 64 px sample images keep the test fast.

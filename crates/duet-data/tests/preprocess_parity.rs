@@ -5,11 +5,14 @@
 //! PIL, so their pixels equal PIL's before the transform. Reference:
 //! `tests/fixtures/preprocess_reference.safetensors`, made by
 //! `scripts/make_preprocess_fixture.py`; keys are `<file>@<size>` (shortest-side resize + center
-//! crop) and `<file>@<size>:squash`.
+//! crop) and `<file>@<size>:squash`. SigLIP's (issue 16): transformers' `SiglipImageProcessor`
+//! in `tests/fixtures/siglip_preprocess_reference.safetensors`, made by
+//! `scripts/make_siglip_preprocess_fixture.py`, keys `<file>@<size>:siglip` (both sides to the
+//! size, no crop, mean = std = 0.5; its torchvision backend) and `:siglip-pil` (its PIL one).
 
 use std::path::PathBuf;
 
-use duet_data::{DecodeConfig, EvalTransformConfig, ResizeMode, decode_rgb8};
+use duet_data::{DecodeConfig, EvalTransformConfig, Normalize, ResizeMode, decode_rgb8};
 use safetensors::{Dtype, SafeTensors};
 
 /// The acceptance bound. One 8-bit level is 1 / 255 / std = 0.0142..0.0150 after normalisation,
@@ -22,21 +25,35 @@ fn repo_path(relative: &str) -> PathBuf {
         .join(relative)
 }
 
-/// `"chelsea.png@32:squash"` -> (`"chelsea.png"`, 32, Squash).
-fn parse_key(key: &str) -> (&str, u32, ResizeMode) {
+/// SigLIP's normalisation: mean = std = 0.5 per channel.
+const SIGLIP: Normalize = Normalize {
+    mean: [0.5; 3],
+    std: [0.5; 3],
+};
+
+/// `"chelsea.png@32:squash"` -> (`"chelsea.png"`, 32, Squash, OpenAI's statistics);
+/// `":siglip"` is Squash with SigLIP's.
+fn parse_key(key: &str) -> (&str, u32, ResizeMode, Normalize) {
     let (file, spec) = key.rsplit_once('@').expect("key has @");
-    let (size, mode) = match spec.split_once(':') {
-        Some((size, "squash")) => (size, ResizeMode::Squash),
-        None => (spec, ResizeMode::Shortest),
+    let openai = Normalize::default();
+    let (size, mode, normalize) = match spec.split_once(':') {
+        Some((size, "squash")) => (size, ResizeMode::Squash, openai),
+        Some((size, "siglip" | "siglip-pil")) => (size, ResizeMode::Squash, SIGLIP),
+        None => (spec, ResizeMode::Shortest, openai),
         Some((_, other)) => panic!("unknown resize mode {other:?} in {key}"),
     };
-    (file, size.parse().expect("size is an integer"), mode)
+    (
+        file,
+        size.parse().expect("size is an integer"),
+        mode,
+        normalize,
+    )
 }
 
 /// Runs decode + transform for every reference key; prints one line per key and returns the
 /// keys whose max abs diff exceeds `tolerance`.
-fn check(tolerance: f32) -> (usize, Vec<String>) {
-    let fixture = repo_path("crates/duet-data/tests/fixtures/preprocess_reference.safetensors");
+fn check(fixture: &str, tolerance: f32) -> (usize, Vec<String>) {
+    let fixture = repo_path(&format!("crates/duet-data/tests/fixtures/{fixture}"));
     let bytes = std::fs::read(&fixture).expect("fixture is committed");
     let reference = SafeTensors::deserialize(&bytes).expect("valid safetensors");
     let mut keys = reference.names();
@@ -45,7 +62,7 @@ fn check(tolerance: f32) -> (usize, Vec<String>) {
     let mut checked = 0;
     let mut failures = Vec::new();
     for key in keys {
-        let (file, size, resize) = parse_key(key);
+        let (file, size, resize, normalize) = parse_key(key);
         let view = reference.tensor(key).expect("listed tensor exists");
         assert_eq!(view.dtype(), Dtype::F32, "{key}");
         assert_eq!(view.shape(), [3, size as usize, size as usize], "{key}");
@@ -61,7 +78,7 @@ fn check(tolerance: f32) -> (usize, Vec<String>) {
         let config = EvalTransformConfig {
             image_size: size,
             resize,
-            ..EvalTransformConfig::default()
+            normalize,
         };
         let actual = config
             .init()
@@ -94,8 +111,17 @@ fn check(tolerance: f32) -> (usize, Vec<String>) {
 #[test]
 fn eval_transform_matches_open_clip_on_real_photos() {
     println!("preprocess parity vs OpenCLIP (bound {TOLERANCE}):");
-    let (checked, failures) = check(TOLERANCE);
+    let (checked, failures) = check("preprocess_reference.safetensors", TOLERANCE);
     // 8 photos x (224, 32, 32:squash).
     assert_eq!(checked, 24, "reference tensors checked");
+    assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
+}
+
+#[test]
+fn squash_transform_matches_siglip_image_processor_on_real_photos() {
+    println!("preprocess parity vs SiglipImageProcessor (bound {TOLERANCE}):");
+    let (checked, failures) = check("siglip_preprocess_reference.safetensors", TOLERANCE);
+    // 8 photos at 224 from the torchvision backend, 4 from the PIL one.
+    assert_eq!(checked, 12, "reference tensors checked");
     assert!(failures.is_empty(), "over {TOLERANCE}: {failures:?}");
 }

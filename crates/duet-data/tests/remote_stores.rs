@@ -234,7 +234,7 @@ fn s3_open_size_range_and_missing_key() {
 /// (keys, image bits, tokens) per batch of one exact epoch.
 fn batches_through(spec: &str, stores: Stores) -> Vec<(Vec<String>, Vec<u32>, Vec<u32>)> {
     use duet_data::{
-        AutoReader, ClipTokenizer, ImageTransformConfig, Loader, LoaderConfig, LoaderSource,
+        AutoReader, ImageTransformConfig, Loader, LoaderConfig, LoaderSource, TextTokenizer,
         TokenizerConfig, TrainTransformConfig, WeightedShard, parse_spec,
     };
     let parsed = parse_spec(spec, None).expect("spec");
@@ -254,7 +254,7 @@ fn batches_through(spec: &str, stores: Stores) -> Vec<(Vec<String>, Vec<u32>, Ve
         epochs: Some(1),
         ..LoaderConfig::train(64, 5, transform)
     };
-    let tokenizer = ClipTokenizer::bundled(TokenizerConfig::default()).expect("tokenizer");
+    let tokenizer = TextTokenizer::bundled(TokenizerConfig::default()).expect("tokenizer");
     Loader::start(&config, source, tokenizer, None)
         .expect("starts")
         .map(|b| {

@@ -3,7 +3,7 @@
 //! Fixture: `tests/fixtures/tokenizer_cases.jsonl`, made by `scripts/make_tokenizer_fixture.py`
 //! (HF convention: truncation to 77, padding with `<|endoftext|>`).
 
-use duet_data::{ClipTokenizer, PadToken, TokenizerConfig};
+use duet_data::{PadToken, TextTokenizer, TokenizerConfig};
 use serde::Deserialize;
 
 const FIXTURE: &str = concat!(
@@ -36,7 +36,7 @@ fn ids_equal_hf_clip_tokenizer_on_real_captions() {
         context_length: 77,
         pad: PadToken::EndOfText,
     };
-    let tokenizer = ClipTokenizer::bundled(config).expect("bundled tokenizer loads");
+    let tokenizer = TextTokenizer::bundled(config).expect("bundled tokenizer loads");
     let texts: Vec<&str> = cases.iter().map(|case| case.text.as_str()).collect();
     let rows = tokenizer.encode_batch(&texts).expect("every case encodes");
 
@@ -50,7 +50,7 @@ fn ids_equal_hf_clip_tokenizer_on_real_captions() {
     let non_ascii = texts.iter().filter(|t| !t.is_ascii()).count();
     let truncated = rows
         .iter()
-        .filter(|row| row[75] != tokenizer.eot_id())
+        .filter(|row| Some(row[75]) != tokenizer.eot_id())
         .count();
     println!(
         "tokenizer parity: {} cases checked ({non_ascii} non-ASCII, {truncated} filling all 77 \

@@ -19,7 +19,8 @@ use duet_model::{ClipConfig, ClipModel, l2_normalize};
 use rayon::prelude::*;
 
 use crate::EvalError;
-use crate::embed::{eval_loader, eval_transform_config};
+use crate::embed::eval_loader;
+use crate::text::eval_transform_config;
 
 /// Where labelled images come from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,12 +3,12 @@
 
 use burn::tensor::{Device, Tensor};
 use duet_data::{
-    ClipTokenizer, EvalTransformConfig, FieldSelector, ImageTransformConfig, Loader, LoaderConfig,
-    LoaderSource, Normalize, ResizeMode, parse_spec,
+    FieldSelector, ImageTransformConfig, Loader, LoaderConfig, LoaderSource, parse_spec,
 };
 use duet_model::{ClipConfig, ClipModel, l2_normalize};
 
 use crate::EvalError;
+use crate::text::{eval_transform_config, text_tokenizer};
 
 /// Where evaluation pairs come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,19 +34,6 @@ pub struct PairEmbeddings {
     pub skipped: u64,
 }
 
-/// OpenCLIP's `preprocess_val` for `clip`: the shortest side resized to the model's input size
-/// (bicubic), centre crop, the model's mean and std.
-pub(crate) fn eval_transform_config(clip: &ClipConfig) -> EvalTransformConfig {
-    EvalTransformConfig {
-        image_size: clip.vision.image_size as u32,
-        resize: ResizeMode::Shortest,
-        normalize: Normalize {
-            mean: clip.vision.image_mean,
-            std: clip.vision.image_std,
-        },
-    }
-}
-
 /// A single-pass, in-order loader over `spec` with `fields`, the eval transform and tokenizer
 /// of `clip`; data errors name `spec`.
 pub(crate) fn eval_loader(
@@ -61,11 +48,7 @@ pub(crate) fn eval_loader(
     };
     let parsed = parse_spec(spec, None).map_err(data)?;
     let source = LoaderSource::from_spec(&parsed).map_err(data)?;
-    clip.check_clip_bpe().map_err(|e| EvalError::Input {
-        origin: "model".into(),
-        message: e.to_string(),
-    })?;
-    let tokenizer = ClipTokenizer::for_context(clip.text.context_length).map_err(data)?;
+    let tokenizer = text_tokenizer(clip)?;
     let config = LoaderConfig {
         fields,
         ..LoaderConfig::single_pass(

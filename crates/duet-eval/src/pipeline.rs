@@ -1,9 +1,10 @@
 //! Model + data -> metrics: what `duet eval` and the trainer's evaluation both run.
 
 use burn::tensor::Device;
-use duet_data::ClipTokenizer;
+
 use duet_model::{ClipConfig, ClipModel};
 
+use crate::text::text_tokenizer;
 use crate::{
     ClassData, EvalError, PairSource, RetrievalMetrics, ZeroShotMetrics, classifier,
     embed_labelled, embed_pairs, retrieval_metrics, zero_shot_metrics,
@@ -36,15 +37,7 @@ pub fn evaluate_zero_shot(
     batch_size: usize,
     device: &Device,
 ) -> Result<ZeroShotMetrics, EvalError> {
-    clip.check_clip_bpe().map_err(|e| EvalError::Input {
-        origin: "model".into(),
-        message: e.to_string(),
-    })?;
-    let tokenizer =
-        ClipTokenizer::for_context(clip.text.context_length).map_err(|e| EvalError::Input {
-            origin: "tokenizer".into(),
-            message: e.to_string(),
-        })?;
+    let tokenizer = text_tokenizer(clip)?;
     let weights = classifier(model, &tokenizer, classes, templates, device)?;
     let images = embed_labelled(model, clip, data, batch_size, device)?;
     zero_shot_metrics(images.images, &images.labels, weights, classes, SCORE_CHUNK)

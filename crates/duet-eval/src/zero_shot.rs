@@ -7,7 +7,7 @@
 //! [`crate::ranks`]: ties go to the lower class index.
 
 use burn::tensor::{Device, Tensor};
-use duet_data::{ClipTokenizer, tokens_to_tensor};
+use duet_data::{TextTokenizer, tokens_to_tensor};
 use duet_model::{ClipModel, l2_normalize};
 use serde::Serialize;
 
@@ -106,7 +106,7 @@ pub fn read_class_names(path: &std::path::Path) -> Result<Vec<String>, EvalError
 /// embeddings of every template filled with its name. `model` is an inference model on `device`.
 pub fn classifier(
     model: &ClipModel,
-    tokenizer: &ClipTokenizer,
+    tokenizer: &TextTokenizer,
     classes: &[String],
     templates: &[String],
     device: &Device,

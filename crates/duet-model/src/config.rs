@@ -62,6 +62,76 @@ fn yes() -> bool {
     true
 }
 
+/// How evaluation resizes an image to the tower's square input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageResize {
+    /// Shortest side to the input size, then a centre crop (CLIP, OpenCLIP's default).
+    #[default]
+    Shortest,
+    /// Both sides to the input size, no crop (SigLIP's `SiglipImageProcessor`).
+    Squash,
+}
+
+/// What turns a caption into the text tower's id row.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TokenizerSpec {
+    /// The CLIP BPE bundled with duet: `[SOT] + content + [EOT]`, padded.
+    #[default]
+    ClipBpe,
+    /// The model directory's own `tokenizer.json` (SigLIP's SentencePiece, SigLIP 2's Gemma),
+    /// its special tokens added by the file's post-processor, truncated to the context length
+    /// and padded to it with `pad_id`, as transformers' `padding="max_length"`.
+    File(FileTokenizer),
+}
+
+/// A model's own tokenizer (see [`TokenizerSpec::File`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileTokenizer {
+    /// The id that fills a row after the caption.
+    pub pad_id: u32,
+    /// Lower-case captions first (the tokenizer config's `do_lower_case`, where the file's own
+    /// normaliser does not already).
+    #[serde(default)]
+    pub lowercase: bool,
+    /// Pad on the left (the tokenizer config's `padding_side = "left"`).
+    #[serde(default)]
+    pub pad_left: bool,
+    /// The tokenizer's files, read from the model directory and written into every model
+    /// directory duet saves (checkpoints and exports), so the text side travels with the weights.
+    #[serde(skip)]
+    pub files: TokenizerFiles,
+}
+
+/// Names of the tokenizer files that travel with a model, `tokenizer.json` the one duet reads.
+pub const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "spiece.model",
+];
+
+/// Contents of the [`TOKENIZER_FILES`] a model directory holds, by file name.
+#[derive(Clone, Default, PartialEq)]
+pub struct TokenizerFiles(pub std::sync::Arc<std::collections::BTreeMap<String, Vec<u8>>>);
+
+impl TokenizerFiles {
+    /// The `tokenizer.json` bytes, if the model directory had one.
+    pub fn tokenizer_json(&self) -> Option<&[u8]> {
+        self.0.get(TOKENIZER_FILES[0]).map(Vec::as_slice)
+    }
+}
+
+impl std::fmt::Debug for TokenizerFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names and sizes: a Gemma tokenizer.json is 34 MB.
+        f.debug_map()
+            .entries(self.0.iter().map(|(name, bytes)| (name, bytes.len())))
+            .finish()
+    }
+}
+
 /// The image tower: a ViT with pre-norm blocks; CLIP's has a class token, pre-LN and post-LN on
 /// the class token, SigLIP's patch bias, no class token, no pre-LN and a MAP head.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +172,9 @@ pub struct VisionConfig {
     /// embedding, so `embed_dim` is its width.
     #[serde(default = "yes")]
     pub proj: bool,
+    /// How evaluation fits an image to `image_size` (training crops at random either way).
+    #[serde(default)]
+    pub resize: ImageResize,
 }
 
 /// The text tower: a causal transformer pooled at the first end-of-text token (CLIP), or a
@@ -135,6 +208,9 @@ pub struct TextConfig {
     /// The projection has a bias (SigLIP's `head`).
     #[serde(default)]
     pub proj_bias: bool,
+    /// What makes the id rows.
+    #[serde(default)]
+    pub tokenizer: TokenizerSpec,
 }
 
 /// A whole CLIP dual encoder.
@@ -208,22 +284,34 @@ impl ClipConfig {
         vision + text + 1 + usize::from(self.logit_bias_init.is_some())
     }
 
-    /// Refuses a text tower the bundled CLIP BPE cannot feed (its ids run to 49,407 and it ends
-    /// captions with `<|endoftext|>` 49,407): SigLIP's vocabularies are others.
-    pub fn check_clip_bpe(&self) -> Result<(), ModelError> {
+    /// Refuses a model whose captions cannot be tokenized before any work: the bundled CLIP BPE
+    /// for a text tower of another vocabulary (its ids run to 49,407 and it ends captions with
+    /// `<|endoftext|>` 49,407), or a model of its own tokenizer whose directory held no
+    /// `tokenizer.json`.
+    pub fn check_tokenizer(&self) -> Result<(), ModelError> {
         let t = &self.text;
-        if t.vocab_size >= 49_408 && t.eot_token_id == CLIP_EOT_ID {
-            return Ok(());
+        match &t.tokenizer {
+            TokenizerSpec::ClipBpe if t.vocab_size >= 49_408 && t.eot_token_id == CLIP_EOT_ID => {
+                Ok(())
+            }
+            TokenizerSpec::ClipBpe => Err(ModelError::invalid(
+                "text_cfg.vocab_size",
+                format!(
+                    "this text tower has {} tokens and ends captions with id {}: the bundled \
+                     CLIP tokenizer (49,408 tokens, end 49,407) does not fit it",
+                    t.vocab_size, t.eot_token_id
+                ),
+            )),
+            TokenizerSpec::File(file) if file.files.tokenizer_json().is_none() => {
+                Err(ModelError::invalid(
+                    "tokenizer.json",
+                    "this model tokenizes with its own tokenizer.json, and its directory has \
+                     none; for a SigLIP (v1) directory holding spiece.model, write one with \
+                     `python3 scripts/siglip_tokenizer.py DIR`",
+                ))
+            }
+            TokenizerSpec::File(_) => Ok(()),
         }
-        Err(ModelError::invalid(
-            "text_cfg.vocab_size",
-            format!(
-                "this text tower has {} tokens and ends captions with id {}: the bundled CLIP \
-                 tokenizer (49,408 tokens, end 49,407) does not fit it; a SigLIP model needs its \
-                 own tokenizer.json, which training and evaluation do not read yet",
-                t.vocab_size, t.eot_token_id
-            ),
-        ))
     }
 
     /// Checks every constraint the model relies on; the error names the offending key.

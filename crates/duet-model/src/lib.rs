@@ -20,8 +20,9 @@ mod weights;
 pub use block::{Attention, Block, BlockConfig, Mlp};
 pub use clip::{ClipModel, l2_normalize};
 pub use config::{
-    Activation, CLIP_EOT_ID, CLIP_LOGIT_SCALE_INIT, ClipConfig, OPENAI_MEAN, OPENAI_STD,
-    TextConfig, TextPool, VisionConfig, VisionPool,
+    Activation, CLIP_EOT_ID, CLIP_LOGIT_SCALE_INIT, ClipConfig, FileTokenizer, ImageResize,
+    OPENAI_MEAN, OPENAI_STD, TOKENIZER_FILES, TextConfig, TextPool, TokenizerFiles, TokenizerSpec,
+    VisionConfig, VisionPool,
 };
 pub use error::{ModelError, WeightReport};
 pub use precision::Precision;

@@ -286,5 +286,49 @@ fn hf_to_duet_to_hf_gives_the_same_tensors_and_config() {
     }
     let (config, format) = duet_model::read_config(dir.path()).expect("reads back");
     assert_eq!(format, ModelFormat::HuggingFace);
+    // The config includes the tokenizer: pad id, casing and every tokenizer file's bytes.
     assert_eq!(config, loaded.config);
+    // The tokenizer files travel with the weights, byte for byte.
+    for name in ["tokenizer.json", "tokenizer_config.json", "spiece.model"] {
+        let want = std::fs::read(siglip_fixtures().join("hf").join(name)).expect("fixture");
+        let got = std::fs::read(dir.path().join(name)).expect("exported");
+        assert!(want == got, "{name} differs");
+    }
+}
+
+#[test]
+fn the_tokenizer_is_read_from_the_directory_and_kept_through_duets_layout() {
+    use duet_model::TokenizerSpec;
+    let device = Device::flex();
+    let loaded = load_model(&siglip_fixtures().join("hf"), &device).expect("fixture loads");
+    let TokenizerSpec::File(file) = &loaded.config.text.tokenizer else {
+        panic!(
+            "a SigLIP model reads its own tokenizer: {:?}",
+            loaded.config.text.tokenizer
+        );
+    };
+    // tokenizer_config.json: pad_token "</s>", id 1 in tokenizer.json; do_lower_case = true,
+    // but the file's normaliser lower-cases already, so duet adds nothing; right padding.
+    assert_eq!(
+        (file.pad_id, file.lowercase, file.pad_left),
+        (1, false, false)
+    );
+    loaded.config.check_tokenizer().expect("usable");
+
+    // duet's own layout (checkpoints) keeps the settled spec and the files.
+    let dir = tempfile::tempdir().expect("tempdir");
+    duet_model::save_duet(&loaded.model, &loaded.config, dir.path()).expect("saves");
+    let (config, format) = duet_model::read_config(dir.path()).expect("reads back");
+    assert_eq!(format, ModelFormat::Duet);
+    assert_eq!(config, loaded.config);
+
+    // Without tokenizer.json the model still loads (export needs no tokenizer), but is refused
+    // where captions are tokenized, with the way to make one.
+    std::fs::remove_file(dir.path().join("tokenizer.json")).expect("remove");
+    let (config, _) = duet_model::read_config(dir.path()).expect("reads");
+    let err = config.check_tokenizer().expect_err("no tokenizer.json");
+    assert!(
+        err.to_string().contains("scripts/siglip_tokenizer.py"),
+        "{err}"
+    );
 }

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 use duet_data::{
-    ClipTokenizer, ImageTransformConfig, LoaderConfig, LoaderCursor, LoaderSource, Normalize,
-    SlotLoader, TrainTransformConfig, parse_spec,
+    ImageTransformConfig, LoaderConfig, LoaderCursor, LoaderSource, Normalize, SlotLoader,
+    TrainTransformConfig, parse_spec,
 };
 use duet_dist::{Collective, Metered};
 use duet_model::{ClipConfig, ClipModel};
@@ -197,7 +197,8 @@ impl<'a> Trainer<'a> {
         let spec = parse_spec(&config.data.train, config.data.upsampling.as_deref())
             .map_err(data_error)?;
         let source = LoaderSource::from_spec(&spec).map_err(data_error)?;
-        let tokenizer = ClipTokenizer::for_context(clip.text.context_length).map_err(data_error)?;
+        let tokenizer = duet_eval::text_tokenizer(&clip)
+            .map_err(|e| TrainError::invalid("model.tokenizer", e.to_string()))?;
         let loader = SlotLoader::start(
             &loader_config(config, &clip, layout.per_slot()),
             layout.slots,

@@ -136,7 +136,7 @@ fn fresh(
     let slots = config.data.slots.unwrap_or(comm.world());
     let layout = Layout::new(config, devices.len(), comm, slots)?;
     let clip = config.clip_config()?;
-    clip.check_clip_bpe().map_err(|source| TrainError::Model {
+    clip.check_tokenizer().map_err(|source| TrainError::Model {
         key: "model".into(),
         source,
     })?;
@@ -202,7 +202,7 @@ fn resume(
         })?;
     }
     let clip = restored.clip;
-    clip.check_clip_bpe().map_err(|source| TrainError::Model {
+    clip.check_tokenizer().map_err(|source| TrainError::Model {
         key: "model".into(),
         source,
     })?;

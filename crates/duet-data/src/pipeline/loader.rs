@@ -21,7 +21,7 @@ use super::sequencer::{Sequencer, SequencerConfig, SequencerState};
 use crate::reader::ShardReader;
 use crate::source::ShardStore;
 use crate::transform::ImageTransformConfig;
-use crate::{ClipTokenizer, DataError, DecodeConfig, FieldSelector, SampleRef, SkipCounts};
+use crate::{DataError, DecodeConfig, FieldSelector, SampleRef, SkipCounts, TextTokenizer};
 
 /// Raw samples processed per parallel chunk, per decode thread.
 const CHUNK_PER_THREAD: usize = 16;
@@ -248,7 +248,7 @@ impl Loader {
     pub fn start(
         config: &LoaderConfig,
         source: LoaderSource,
-        tokenizer: ClipTokenizer,
+        tokenizer: TextTokenizer,
         cursor: Option<&LoaderCursor>,
     ) -> Result<Self, DataError> {
         config.validate()?;

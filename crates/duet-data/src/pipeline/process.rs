@@ -12,7 +12,7 @@ use super::plan::{rng, stream};
 use crate::normalize::Pixels;
 use crate::transform::ImageTransform;
 use crate::{
-    ClipTokenizer, DataError, DecodeConfig, FieldSelector, RawSample, SampleRef, SkipReason,
+    DataError, DecodeConfig, FieldSelector, RawSample, SampleRef, SkipReason, TextTokenizer,
     decode_rgb8,
 };
 
@@ -50,7 +50,7 @@ pub(crate) struct Processor {
     pub fields: FieldSelector,
     pub decode: DecodeConfig,
     pub transform: ImageTransform,
-    pub tokenizer: ClipTokenizer,
+    pub tokenizer: TextTokenizer,
     pub seed: u64,
 }
 

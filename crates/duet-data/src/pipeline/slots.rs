@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use super::loader::{Batch, Loader, LoaderConfig, LoaderCursor, LoaderSource};
 use super::plan::Sampling;
-use crate::{ClipTokenizer, DataError};
+use crate::{DataError, TextTokenizer};
 
 /// The slots process `rank` of `world` owns: `rank · slots / world .. (rank + 1) · slots /
 /// world`. Fails unless `world` divides `slots`.
@@ -79,7 +79,7 @@ impl SlotLoader {
         slots: usize,
         owned: Range<usize>,
         source: LoaderSource,
-        tokenizer: ClipTokenizer,
+        tokenizer: TextTokenizer,
         cursors: Option<&[LoaderCursor]>,
     ) -> Result<Self, DataError> {
         if owned.is_empty() || owned.end > slots {

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use crate::ModelError;
 use crate::config::{
-    Activation, CLIP_EOT_ID, CLIP_LOGIT_SCALE_INIT, ClipConfig, OPENAI_MEAN, OPENAI_STD,
-    TextConfig, TextPool, VisionConfig, VisionPool,
+    Activation, CLIP_EOT_ID, CLIP_LOGIT_SCALE_INIT, ClipConfig, ImageResize, OPENAI_MEAN,
+    OPENAI_STD, TextConfig, TextPool, TokenizerSpec, VisionConfig, VisionPool,
 };
 
 /// transformers `CLIPTextConfig` fields duet reads, with transformers' defaults.
@@ -153,6 +153,7 @@ pub fn parse_hf_config(
             ln_pre: true,
             pool: VisionPool::ClassToken,
             proj: true,
+            resize: ImageResize::Shortest,
         },
         text: TextConfig {
             context_length: t.max_position_embeddings,
@@ -173,6 +174,7 @@ pub fn parse_hf_config(
             causal: true,
             pool: TextPool::FirstEot,
             proj_bias: false,
+            tokenizer: TokenizerSpec::ClipBpe,
         },
         logit_scale_init: hf.logit_scale_init_value,
         logit_bias_init: None,

@@ -25,7 +25,10 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::ModelError;
-use crate::config::{Activation, ClipConfig, TextConfig, TextPool, VisionConfig, VisionPool};
+use crate::config::{
+    Activation, ClipConfig, FileTokenizer, ImageResize, TextConfig, TextPool, TokenizerFiles,
+    TokenizerSpec, VisionConfig, VisionPool,
+};
 use crate::weights::remap::{Mapping, Transform};
 
 use Transform::{Copy, Rows, Transpose};
@@ -181,6 +184,7 @@ pub fn parse_siglip_config(
             ln_pre: false,
             pool: VisionPool::Map,
             proj: false,
+            resize: ImageResize::Squash,
         },
         text: TextConfig {
             context_length: t.max_position_embeddings,
@@ -197,6 +201,14 @@ pub fn parse_siglip_config(
             causal: false,
             pool: TextPool::Last,
             proj_bias: true,
+            // The directory's tokenizer files are read by `read_config`
+            // (`hf::tokenizer::read_hf_tokenizer`), which also settles the pad id.
+            tokenizer: TokenizerSpec::File(FileTokenizer {
+                pad_id: t.pad_token_id.unwrap_or(1),
+                lowercase: false,
+                pad_left: false,
+                files: TokenizerFiles::default(),
+            }),
         },
         logit_scale_init: SIGLIP_LOGIT_SCALE_INIT,
         logit_bias_init: Some(SIGLIP_LOGIT_BIAS_INIT),

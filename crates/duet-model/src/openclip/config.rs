@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::ModelError;
 use crate::config::{
-    Activation, CLIP_EOT_ID, CLIP_LOGIT_SCALE_INIT, ClipConfig, OPENAI_MEAN, OPENAI_STD,
-    TextConfig, TextPool, VisionConfig, VisionPool,
+    Activation, CLIP_EOT_ID, CLIP_LOGIT_SCALE_INIT, ClipConfig, ImageResize, OPENAI_MEAN,
+    OPENAI_STD, TextConfig, TextPool, TokenizerSpec, VisionConfig, VisionPool,
 };
 
 /// open_clip `CLIPVisionCfg` fields duet reads; defaults as in open_clip model.py (v3.3.0).
@@ -239,6 +239,7 @@ pub fn parse_openclip_config(json: &str, path: &Path) -> Result<ClipConfig, Mode
             ln_pre: true,
             pool: VisionPool::ClassToken,
             proj: true,
+            resize: ImageResize::Shortest,
         },
         text: TextConfig {
             context_length: t.context_length,
@@ -253,6 +254,7 @@ pub fn parse_openclip_config(json: &str, path: &Path) -> Result<ClipConfig, Mode
             causal: true,
             pool: TextPool::FirstEot,
             proj_bias: false,
+            tokenizer: TokenizerSpec::ClipBpe,
         },
         logit_scale_init: oc.init_logit_scale.unwrap_or(CLIP_LOGIT_SCALE_INIT),
         logit_bias_init: oc.init_logit_bias,

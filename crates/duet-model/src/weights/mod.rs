@@ -11,12 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::hf::{
     HF_IGNORABLE, hf_table, parse_hf_config, parse_hf_preprocessor, parse_siglip_config,
-    to_hf_config, to_hf_preprocessor,
+    read_hf_tokenizer, read_tokenizer_files, to_hf_config, to_hf_preprocessor,
+    write_tokenizer_files,
 };
 use crate::openclip::{
     OPENCLIP_IGNORABLE, openclip_table, parse_openclip_config, to_openclip_json,
 };
-use crate::{ClipConfig, ClipModel, ModelError};
+use crate::{ClipConfig, ClipModel, ModelError, TokenizerSpec};
 use remap::{HostTensor, Mapping, Transform};
 
 pub use remap::{Mapping as KeyMapping, Transform as KeyTransform};
@@ -98,7 +99,13 @@ pub fn read_config(dir: &Path) -> Result<(ClipConfig, ModelFormat), ModelError> 
                 None
             };
             match hf_model_type(&json) {
-                Some("siglip") => parse_siglip_config(&json, &path, mean_std)?,
+                Some("siglip") => {
+                    let mut config = parse_siglip_config(&json, &path, mean_std)?;
+                    if let TokenizerSpec::File(tokenizer) = &mut config.text.tokenizer {
+                        read_hf_tokenizer(dir, tokenizer)?;
+                    }
+                    config
+                }
                 Some("siglip2") => {
                     return Err(ModelError::ConfigParse {
                         path,
@@ -127,7 +134,11 @@ pub fn read_config(dir: &Path) -> Result<(ClipConfig, ModelFormat), ModelError> 
                 });
             }
             manifest.config.validate()?;
-            manifest.config
+            let mut config = manifest.config;
+            if let TokenizerSpec::File(tokenizer) = &mut config.text.tokenizer {
+                tokenizer.files = read_tokenizer_files(dir)?;
+            }
+            config
         }
     };
     Ok((config, format))
@@ -262,6 +273,7 @@ pub fn save_hf(model: &ClipModel, config: &ClipConfig, dir: &Path) -> Result<(),
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let tensors = remap::export(model, &hf_table(config)).map_err(|m| export_error(dir, m))?;
     write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+    write_tokenizer_files(&config.text.tokenizer, dir)?;
     write_json(
         &dir.join("preprocessor_config.json"),
         &to_hf_preprocessor(config),
@@ -286,6 +298,7 @@ pub fn save_openclip(model: &ClipModel, config: &ClipConfig, dir: &Path) -> Resu
     let tensors =
         remap::export(model, &openclip_table(config)).map_err(|m| export_error(dir, m))?;
     write_safetensors(&dir.join("open_clip_model.safetensors"), &tensors)?;
+    write_tokenizer_files(&config.text.tokenizer, dir)?;
     write_json(&dir.join("open_clip_config.json"), &hub)
 }
 
@@ -299,6 +312,7 @@ pub fn save_duet(
     let (table, _) = table(ModelFormat::Duet, config, model);
     let tensors = remap::export(model, &table).map_err(|m| export_error(dir, m))?;
     write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+    write_tokenizer_files(&config.text.tokenizer, dir)?;
     let manifest = DuetManifest {
         format_version: DUET_FORMAT_VERSION,
         config: config.clone(),

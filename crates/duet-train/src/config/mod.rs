@@ -160,9 +160,31 @@ impl TrainConfig {
     }
 
     fn from_table(table: toml::Table, origin: &str) -> Result<Self, TrainError> {
-        let config = Self::deserialize_table(table, origin)?;
+        let loss_given = table.contains_key("loss");
+        let mut config = Self::deserialize_table(table, origin)?;
+        if !loss_given {
+            config.loss = config.default_loss_for_model();
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The loss a config without `[loss]` trains with: the sigmoid loss (at the model's
+    /// `logit_scale` and `logit_bias` inits: ln 10 and -10 for SigLIP) for a model with a
+    /// `logit_bias` (a SigLIP preset or SigLIP weights), InfoNCE otherwise. A model config
+    /// that cannot be read keeps InfoNCE here; `validate` names what is wrong with it.
+    fn default_loss_for_model(&self) -> Loss {
+        match self.model_config() {
+            Ok(ClipConfig {
+                logit_scale_init,
+                logit_bias_init: Some(bias),
+                ..
+            }) => Loss::Sigmoid {
+                init_logit_scale: logit_scale_init,
+                init_logit_bias: bias,
+            },
+            _ => default_loss(),
+        }
     }
 
     fn deserialize_table(table: toml::Table, origin: &str) -> Result<Self, TrainError> {
@@ -178,8 +200,34 @@ impl TrainConfig {
     }
 
     /// The model config the `[model]` section names (read from the weights' directory for
-    /// `model.from`), overrides applied and checked.
+    /// `model.from`), overrides applied and checked. A fresh model takes its `logit_scale`
+    /// and `logit_bias` inits from the loss, as OpenCLIP's `--siglip` sets them (the sigmoid
+    /// loss gives a CLIP preset a bias); pretrained weights must match the loss: a model with
+    /// a `logit_bias` (SigLIP) trains with the sigmoid loss, one without with InfoNCE.
     pub fn clip_config(&self) -> Result<ClipConfig, TrainError> {
+        let mut clip = self.model_config()?;
+        let loss_bias = self.loss.init_logit_bias();
+        if self.model.from.is_none() {
+            clip.logit_scale_init = self.loss.init_logit_scale();
+            clip.logit_bias_init = loss_bias;
+        } else if clip.logit_bias_init.is_some() != loss_bias.is_some() {
+            let (model, wants) = match clip.logit_bias_init {
+                Some(_) => ("has a logit_bias (SigLIP)", "\"sigmoid\""),
+                None => ("has no logit_bias (CLIP)", "\"info_nce\""),
+            };
+            return Err(TrainError::invalid(
+                "loss.kind",
+                format!(
+                    "the model at model.from {model}: train it with loss.kind = {wants}, or \
+                     leave [loss] out and the model's family chooses"
+                ),
+            ));
+        }
+        Ok(clip)
+    }
+
+    /// [`Self::clip_config`] before the loss's inits and checks.
+    fn model_config(&self) -> Result<ClipConfig, TrainError> {
         let m = &self.model;
         let mut clip = match (&m.config, &m.from) {
             (Some(name), None) => {

@@ -106,6 +106,26 @@ batch_size = 32
     }
 
     #[test]
+    fn a_fresh_model_takes_the_losses_inits() {
+        // No [loss]: InfoNCE at ln(1/0.07) = 2.6593, no bias, as the tiny preset.
+        let clip = parse(MINIMAL, &[])
+            .expect("valid")
+            .clip_config()
+            .expect("model");
+        assert!((clip.logit_scale_init - (1.0f64 / 0.07).ln()).abs() < 1e-12);
+        assert_eq!(clip.logit_bias_init, None);
+        // The sigmoid loss gives the CLIP preset SigLIP's inits: ln 10 = 2.3026 and -10
+        // (OpenCLIP's --siglip), so the bias it trains exists.
+        let text = format!("{MINIMAL}[loss]\nkind = \"sigmoid\"\n");
+        let clip = parse(&text, &[])
+            .expect("valid")
+            .clip_config()
+            .expect("model");
+        assert!((clip.logit_scale_init - 10f64.ln()).abs() < 1e-12);
+        assert_eq!(clip.logit_bias_init, Some(-10.0));
+    }
+
+    #[test]
     fn unknown_preset_names_model_config() {
         let message = error(MINIMAL, &["model.config=\"ViT-Q-99\""]);
         assert!(message.contains("model.config"), "{message}");
@@ -147,6 +167,37 @@ mod finetune {
         // The architecture is the weights': the HF fixture has a 32 px, 2-block image tower.
         let clip = c.clip_config().expect("config.json");
         assert_eq!((clip.vision.image_size, clip.vision.layers), (32, 2));
+    }
+
+    #[test]
+    fn pretrained_weights_choose_the_loss_family() {
+        let siglip =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/siglip-tiny/hf");
+        // tiny.toml asks for InfoNCE: refused for SigLIP weights before any work, naming the key.
+        let err = TrainConfig::load_finetune(&tiny_toml(), &siglip, &[]).expect_err("mismatch");
+        assert!(err.to_string().starts_with("loss.kind"), "{err}");
+        assert!(err.to_string().contains("sigmoid"), "{err}");
+        // Without [loss], SigLIP weights train with the sigmoid loss at their own inits
+        // (transformers' SigLIP: ln 10, -10); CLIP weights with InfoNCE.
+        let text = std::fs::read_to_string(tiny_toml()).expect("tiny.toml");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let no_loss = dir.path().join("no-loss.toml");
+        std::fs::write(&no_loss, text.replace("[loss]\nkind = \"info_nce\"\n", "")).expect("write");
+        let c = TrainConfig::load_finetune(&no_loss, &siglip, &[]).expect("valid");
+        assert_eq!(
+            c.loss,
+            Loss::Sigmoid {
+                init_logit_scale: 10f64.ln(),
+                init_logit_bias: -10.0
+            }
+        );
+        let c = TrainConfig::load_finetune(&no_loss, &fixture(), &[]).expect("valid");
+        assert_eq!(c.loss.init_logit_bias(), None);
+        // And SigLIP's loss on CLIP weights (no bias to train) is refused the other way.
+        let err =
+            TrainConfig::load_finetune(&tiny_toml(), &fixture(), &set(&["loss.kind=\"sigmoid\""]))
+                .expect_err("mismatch");
+        assert!(err.to_string().contains("info_nce"), "{err}");
     }
 
     #[test]
