@@ -834,10 +834,13 @@ fn embed_in_bf16_is_near_f32_and_unknown_precisions_are_refused() {
     );
 }
 
-/// Row `row` of an f32 tensor of the SigLIP fixture's reference
-/// (`scripts/make_siglip_fixtures.py`).
-fn siglip_reference_row(key: &str, row: usize) -> Vec<f32> {
-    let path = root().join("tests/fixtures/siglip-tiny/reference-hf.safetensors");
+/// Row `row` of an f32 tensor of a SigLIP fixture's reference (`fixture` = `siglip-tiny`,
+/// `siglip2-tiny`; `scripts/make_siglip_fixtures.py`, `scripts/make_siglip2_fixtures.py`).
+fn siglip_reference_row(fixture: &str, key: &str, row: usize) -> Vec<f32> {
+    let path = root()
+        .join("tests/fixtures")
+        .join(fixture)
+        .join("reference-hf.safetensors");
     let bytes = std::fs::read(path).expect("fixture");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid");
     let view = st.tensor(key).expect("key");
@@ -849,41 +852,48 @@ fn siglip_reference_row(key: &str, row: usize) -> Vec<f32> {
 }
 
 #[test]
-fn embed_a_siglip_model_matches_transformers_end_to_end() {
+fn embed_siglip_models_matches_transformers_end_to_end() {
     // Captions through the model's own tokenizer.json and text tower, photos through SigLIP's
     // preprocessing (resize without crop, mean = std = 0.5) and its image tower: the fixture's
-    // transformers embeddings (captions 0 and 1; chelsea and coffee are images 0 and 1).
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("e.jsonl");
-    ok(&[
-        "embed",
-        "--model",
-        "tests/fixtures/siglip-tiny/hf",
-        "--text",
-        "A photo of Chelsea the cat.",
-        "--text",
-        "café au lait, a rocket and a horse; in one caption!",
-        "--image",
-        "datasets/photos/chelsea.png",
-        "--image",
-        "datasets/photos/coffee.png",
-        "--out",
-        out.to_str().expect("utf-8 path"),
-    ]);
-    let rows = read_jsonl(&out);
-    assert_eq!(rows.len(), 4);
-    for (row, caption) in [(0, 0), (1, 1)] {
-        let want = siglip_reference_row("caption_text_embeds", caption);
-        let diff = max_abs_diff(&rows[row].embedding, &want);
-        assert!(diff < 1e-5, "caption {caption}: max abs diff {diff}");
-    }
-    // The fixture's pixels come from the PIL backend of SiglipImageProcessor, one 8-bit level
-    // off duet's on a few pixels (tests/preprocess_parity.rs).
-    for (row, image) in [(2, 0), (3, 1)] {
-        let want = siglip_reference_row("image_embeds", image);
-        let diff = max_abs_diff(&rows[row].embedding, &want);
-        println!("image {image}: max abs diff to transformers {diff:.2e}");
-        assert!(diff < 1e-3, "image {image}: max abs diff {diff}");
+    // transformers embeddings (captions 0 and 1; chelsea and coffee are images 0 and 1). SigLIP
+    // 2's tokenizer pads on the left, its patch embedding is a Linear (held as a conv).
+    for fixture in ["siglip-tiny", "siglip2-tiny"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("e.jsonl");
+        let model = format!("tests/fixtures/{fixture}/hf");
+        ok(&[
+            "embed",
+            "--model",
+            &model,
+            "--text",
+            "A photo of Chelsea the cat.",
+            "--text",
+            "café au lait, a rocket and a horse; in one caption!",
+            "--image",
+            "datasets/photos/chelsea.png",
+            "--image",
+            "datasets/photos/coffee.png",
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ]);
+        let rows = read_jsonl(&out);
+        assert_eq!(rows.len(), 4);
+        for (row, caption) in [(0, 0), (1, 1)] {
+            let want = siglip_reference_row(fixture, "caption_text_embeds", caption);
+            let diff = max_abs_diff(&rows[row].embedding, &want);
+            assert!(
+                diff < 1e-5,
+                "{fixture} caption {caption}: max abs diff {diff}"
+            );
+        }
+        // The fixtures' pixels come from the PIL backend of SiglipImageProcessor, one 8-bit
+        // level off duet's on a few pixels (tests/preprocess_parity.rs).
+        for (row, image) in [(2, 0), (3, 1)] {
+            let want = siglip_reference_row(fixture, "image_embeds", image);
+            let diff = max_abs_diff(&rows[row].embedding, &want);
+            println!("{fixture} image {image}: max abs diff to transformers {diff:.2e}");
+            assert!(diff < 1e-3, "{fixture} image {image}: max abs diff {diff}");
+        }
     }
 }
 

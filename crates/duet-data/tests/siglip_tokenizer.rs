@@ -1,11 +1,14 @@
-//! A SigLIP model's own `tokenizer.json` reproduces transformers' `SiglipTokenizer` ids on real
-//! captions, padding and truncation included (issue 16, acceptance 2).
+//! A SigLIP model's own `tokenizer.json` reproduces transformers' ids on real captions, padding
+//! and truncation included (issue 16, acceptance 2).
 //!
-//! Fixture: `tests/fixtures/siglip-tiny/` (repository root), made by
+//! Fixtures (repository root): `tests/fixtures/siglip-tiny/`, made by
 //! `scripts/make_siglip_tokenizer_fixture.py`: a SentencePiece unigram vocabulary of 1,000
 //! pieces trained on the bundled captions, its `tokenizer.json` (from
 //! `scripts/siglip_tokenizer.py`), and `tokenizer_cases.jsonl`: 2,791 strings with
-//! `SiglipTokenizer`'s ids at `truncation=True, padding="max_length"`, max_length 64 and 16.
+//! `SiglipTokenizer`'s ids at `truncation=True, padding="max_length"`, max_length 64 and 16;
+//! `tests/fixtures/siglip2-tiny/`, made by `scripts/make_siglip2_fixtures.py`: a Gemma-style BPE
+//! (byte fallback, lower-casing, `<eos>` appended) and `Siglip2Tokenizer`'s ids for the same
+//! strings (left padding with `<pad>` = 0, as that class pads).
 
 use duet_data::{OwnRows, TextTokenizer};
 use serde::Deserialize;
@@ -14,8 +17,11 @@ const DIR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/fixtures/siglip-tiny"
 );
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
 /// `</s>`: SigLIP's end of text and its padding.
 const EOS: u32 = 1;
+/// SigLIP 2's `<pad>`.
+const PAD2: u32 = 0;
 
 #[derive(Deserialize)]
 struct Case {
@@ -24,8 +30,8 @@ struct Case {
     ids16: Vec<u32>,
 }
 
-fn cases() -> Vec<Case> {
-    let path = format!("{DIR}/tokenizer_cases.jsonl");
+fn cases(dir: &str) -> Vec<Case> {
+    let path = format!("{dir}/tokenizer_cases.jsonl");
     let jsonl = std::fs::read_to_string(&path).expect("fixture is committed");
     jsonl
         .lines()
@@ -36,21 +42,50 @@ fn cases() -> Vec<Case> {
         .collect()
 }
 
-fn tokenizer(context_length: usize) -> TextTokenizer {
-    let path = format!("{DIR}/hf/tokenizer.json");
+fn load(dir: &str, rows: OwnRows) -> TextTokenizer {
+    let path = format!("{dir}/hf/tokenizer.json");
     let bytes = std::fs::read(&path).expect("fixture is committed");
+    TextTokenizer::from_model_json(&bytes, &path, rows).expect("tokenizer.json loads")
+}
+
+fn tokenizer(context_length: usize) -> TextTokenizer {
     let rows = OwnRows {
         context_length,
         pad_id: EOS,
         lowercase: false,
         pad_left: false,
     };
-    TextTokenizer::from_model_json(&bytes, &path, rows).expect("tokenizer.json loads")
+    load(DIR, rows)
 }
 
 #[test]
 fn ids_equal_siglip_tokenizer_at_64_and_16() {
-    let cases = cases();
+    // SigLIP pads with its eos id, so a row cut at `length` has no padding after its eos.
+    check(DIR, tokenizer, |row, length| row[length - 2] != EOS);
+}
+
+#[test]
+fn ids_equal_siglip2_tokenizer_at_64_and_16() {
+    let dir = format!("{FIXTURES}/siglip2-tiny");
+    let tokenizer = |context_length| {
+        let rows = OwnRows {
+            context_length,
+            pad_id: PAD2,
+            lowercase: false,
+            pad_left: true,
+        };
+        load(&dir, rows)
+    };
+    // Padding is on the left: a cut row starts with content.
+    check(&dir, tokenizer, |row, _| row[0] != PAD2);
+}
+
+fn check(
+    dir: &str,
+    tokenizer: impl Fn(usize) -> TextTokenizer,
+    is_cut: impl Fn(&[u32], usize) -> bool,
+) {
+    let cases = cases(dir);
     assert!(cases.len() > 2_000, "{} cases", cases.len());
     let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
     for (length, want) in [
@@ -67,8 +102,7 @@ fn ids_equal_siglip_tokenizer_at_64_and_16() {
             .filter(|((_, got), want)| got != *want)
             .map(|((text, got), want)| format!("{text:?}\n  hf:   {want:?}\n  duet: {got:?}"))
             .collect();
-        // A row whose second-to-last id is not the pad/eos id was cut at `length`.
-        let cut = rows.iter().filter(|row| row[length - 2] != EOS).count();
+        let cut = rows.iter().filter(|row| is_cut(row, length)).count();
         println!(
             "max_length {length}: {} strings, {cut} cut, {} differ",
             texts.len(),

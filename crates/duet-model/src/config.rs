@@ -175,6 +175,10 @@ pub struct VisionConfig {
     /// How evaluation fits an image to `image_size` (training crops at random either way).
     #[serde(default)]
     pub resize: ImageResize,
+    /// SigLIP 2: its checkpoints hold the patch embedding as a Linear over patches flattened
+    /// (y, x, channel), which duet holds as the equivalent conv; import and export convert.
+    #[serde(default)]
+    pub linear_patches: bool,
 }
 
 /// The text tower: a causal transformer pooled at the first end-of-text token (CLIP), or a

@@ -1,6 +1,7 @@
-//! The SigLIP architecture against transformers' `SiglipModel` on the random-init fixture
-//! (`scripts/make_siglip_fixtures.py`): hidden states, features and logits within 1e-4
-//! relative, the sigmoid loss within 1e-4, its gradients within 1e-3 (issue 16, acceptance 1).
+//! The SigLIP architecture against transformers' `SiglipModel` and `Siglip2Model` on random-init
+//! fixtures (`scripts/make_siglip_fixtures.py`, `scripts/make_siglip2_fixtures.py`; SigLIP 2 at
+//! its native fixed resolution): hidden states, features and logits within 1e-4 relative, the
+//! sigmoid loss within 1e-4, its gradients within 1e-3 (issue 16, acceptance 1).
 
 mod common;
 
@@ -12,8 +13,32 @@ use duet_model::{ModelFormat, load_model};
 const REL: f32 = 1e-4;
 const GRAD_REL: f32 = 1e-3;
 
-fn reference() -> Reference {
-    Reference::open_at(&siglip_fixtures().join("reference-hf.safetensors"))
+/// The SigLIP (1) or SigLIP 2 (2) fixture directory.
+fn fixture(version: u8) -> std::path::PathBuf {
+    match version {
+        2 => siglip_fixtures().with_file_name("siglip2-tiny"),
+        _ => siglip_fixtures(),
+    }
+}
+
+fn reference(version: u8) -> Reference {
+    Reference::open_at(&fixture(version).join("reference-hf.safetensors"))
+}
+
+/// A patch-embedding gradient from duet's conv layout `[d, c, p, p]` to SigLIP 2's Linear
+/// `[d, p·p·c]` (patches flattened (y, x, channel)).
+fn conv_to_linear(values: &[f32], d: usize, c: usize, p: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(values.len());
+    for row in 0..d {
+        for y in 0..p {
+            for x in 0..p {
+                for ch in 0..c {
+                    out.push(values[((row * c + ch) * p + y) * p + x]);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Compared relative to `max(|ref|, 1e-2 · max|ref|)`, as the CLIP parity tests.
@@ -24,13 +49,25 @@ fn close(what: &str, actual: &[f32], expected: &[f32], rel: f32) {
 
 #[test]
 fn siglip_forward_matches_transformers() {
+    forward_matches(1);
+}
+
+#[test]
+fn siglip2_forward_matches_transformers() {
+    forward_matches(2);
+}
+
+fn forward_matches(version: u8) {
     let device = Device::flex();
-    let loaded = load_model(&siglip_fixtures().join("hf"), &device).expect("fixture loads");
+    let loaded = load_model(&fixture(version).join("hf"), &device).expect("fixture loads");
     assert_eq!(loaded.format, ModelFormat::HuggingFace);
     let (model, config) = (loaded.model, loaded.config);
     assert_eq!(config.embed_dim, 48);
     assert_eq!(config.vision.image_mean, [0.5; 3]);
-    let r = reference();
+    // SigLIP 2's 16 positions are a 4x4 grid of 8 px patches: 32 px, as SigLIP's fixture.
+    assert_eq!(config.vision.image_size, 32);
+    assert_eq!(config.vision.linear_patches, version == 2);
+    let r = reference(version);
     let pixels = r.tensor::<4>("pixel_values", &device);
     let ids = r.ids(&device);
 
@@ -78,11 +115,20 @@ fn siglip_forward_matches_transformers() {
 
 #[test]
 fn siglip_loss_and_gradients_match_transformers() {
+    loss_and_gradients_match(1);
+}
+
+#[test]
+fn siglip2_loss_and_gradients_match_transformers() {
+    loss_and_gradients_match(2);
+}
+
+fn loss_and_gradients_match(version: u8) {
     let device = Device::flex().autodiff();
-    let model = load_model(&siglip_fixtures().join("hf"), &device)
+    let model = load_model(&fixture(version).join("hf"), &device)
         .expect("fixture loads")
         .model;
-    let r = reference();
+    let r = reference(version);
     let image = model.encode_image(r.tensor::<4>("pixel_values", &device));
     let text = model.encode_text(r.ids(&device));
     let bias = model
@@ -127,10 +173,13 @@ fn siglip_loss_and_gradients_match_transformers() {
                     .expect("bias"),
             ),
         ),
-        (
-            "vision_model.embeddings.patch_embedding.weight",
-            values(v.patch_embed.weight.val().grad(&grads).expect("patch")),
-        ),
+        ("vision_model.embeddings.patch_embedding.weight", {
+            let g = values(v.patch_embed.weight.val().grad(&grads).expect("patch"));
+            match version {
+                2 => conv_to_linear(&g, 48, 3, 8),
+                _ => g,
+            }
+        }),
         (
             "vision_model.embeddings.patch_embedding.bias",
             values(
@@ -259,14 +308,26 @@ fn siglip_parameter_count_and_a_fresh_init_match_the_fixture() {
 
 #[test]
 fn hf_to_duet_to_hf_gives_the_same_tensors_and_config() {
+    round_trip(
+        1,
+        &["tokenizer.json", "tokenizer_config.json", "spiece.model"],
+    );
+}
+
+#[test]
+fn siglip2_hf_to_duet_to_hf_gives_the_same_tensors_and_config() {
+    round_trip(2, &["tokenizer.json", "tokenizer_config.json"]);
+}
+
+fn round_trip(version: u8, tokenizer_files: &[&str]) {
     // Every tensor of the exported model.safetensors equals the fixture's byte for byte (the
-    // head's q/k/v rows fused back into in_proj, the Linear weights transposed back), and the
-    // exported directory reads back as the same config.
+    // head's q/k/v rows fused back into in_proj, the Linear weights transposed back, SigLIP 2's
+    // patch Linear permuted back), and the exported directory reads back as the same config.
     let device = Device::flex();
-    let loaded = load_model(&siglip_fixtures().join("hf"), &device).expect("fixture loads");
+    let loaded = load_model(&fixture(version).join("hf"), &device).expect("fixture loads");
     let dir = tempfile::tempdir().expect("tempdir");
     duet_model::save_hf(&loaded.model, &loaded.config, dir.path()).expect("exports");
-    let original = std::fs::read(siglip_fixtures().join("hf/model.safetensors")).expect("read");
+    let original = std::fs::read(fixture(version).join("hf/model.safetensors")).expect("read");
     let exported = std::fs::read(dir.path().join("model.safetensors")).expect("read");
     let (a, b) = (
         safetensors::SafeTensors::deserialize(&original).expect("original"),
@@ -289,8 +350,8 @@ fn hf_to_duet_to_hf_gives_the_same_tensors_and_config() {
     // The config includes the tokenizer: pad id, casing and every tokenizer file's bytes.
     assert_eq!(config, loaded.config);
     // The tokenizer files travel with the weights, byte for byte.
-    for name in ["tokenizer.json", "tokenizer_config.json", "spiece.model"] {
-        let want = std::fs::read(siglip_fixtures().join("hf").join(name)).expect("fixture");
+    for name in tokenizer_files {
+        let want = std::fs::read(fixture(version).join("hf").join(name)).expect("fixture");
         let got = std::fs::read(dir.path().join(name)).expect("exported");
         assert!(want == got, "{name} differs");
     }
@@ -330,5 +391,40 @@ fn the_tokenizer_is_read_from_the_directory_and_kept_through_duets_layout() {
     assert!(
         err.to_string().contains("scripts/siglip_tokenizer.py"),
         "{err}"
+    );
+}
+
+#[test]
+fn siglip2_reads_its_gemma_style_tokenizer_and_refuses_naflex() {
+    use duet_model::TokenizerSpec;
+    let (config, _) = duet_model::read_config(&fixture(2).join("hf")).expect("reads");
+    let TokenizerSpec::File(file) = &config.text.tokenizer else {
+        panic!("SigLIP 2 reads its own tokenizer");
+    };
+    // tokenizer_config.json: pad_token "<pad>" = 0, Siglip2Tokenizer (lower-cases, already in
+    // the file's normaliser; pads on the left, as its class says); captions end with <eos> = 1.
+    assert_eq!(
+        (file.pad_id, file.lowercase, file.pad_left),
+        (0, false, true)
+    );
+    assert_eq!(config.text.eot_token_id, 1);
+
+    // A preprocessor asking for another patch budget is NaFlex: refused, naming the file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(fixture(2).join("hf")).expect("fixture") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+    }
+    std::fs::write(
+        dir.path().join("preprocessor_config.json"),
+        r#"{"image_processor_type": "Siglip2ImageProcessor", "patch_size": 8,
+            "max_num_patches": 64, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}"#,
+    )
+    .expect("write");
+    let err = duet_model::read_config(dir.path()).expect_err("NaFlex");
+    let message = err.to_string();
+    assert!(
+        message.contains("preprocessor_config.json") && message.contains("NaFlex"),
+        "{message}"
     );
 }

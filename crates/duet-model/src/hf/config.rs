@@ -154,6 +154,7 @@ pub fn parse_hf_config(
             pool: VisionPool::ClassToken,
             proj: true,
             resize: ImageResize::Shortest,
+            linear_patches: false,
         },
         text: TextConfig {
             context_length: t.max_position_embeddings,

@@ -61,6 +61,7 @@ struct Text {
     layer_norm_eps: f64,
     projection_size: Option<usize>,
     pad_token_id: Option<u32>,
+    eos_token_id: Option<u32>,
 }
 
 /// transformers `SiglipVisionConfig` fields duet reads, with transformers' defaults.
@@ -74,8 +75,10 @@ struct Vision {
     num_attention_heads: usize,
     #[serde(default = "d12")]
     num_hidden_layers: usize,
-    #[serde(default = "d224")]
-    image_size: usize,
+    /// SigLIP (v1): the square input's side.
+    image_size: Option<usize>,
+    /// SigLIP 2: learned positions, a square grid (NaFlex resizes it per image).
+    num_patches: Option<usize>,
     #[serde(default = "d16")]
     patch_size: usize,
     #[serde(default = "d3")]
@@ -99,7 +102,6 @@ defaults!(
     d12 = 12,
     d16 = 16,
     d64 = 64,
-    d224 = 224,
     d768 = 768,
     d3072 = 3072,
     d32000 = 32_000
@@ -125,12 +127,14 @@ fn activation(name: &str, key: &str) -> Result<Activation, ModelError> {
     }
 }
 
-/// Parses a transformers `SiglipConfig` JSON; `mean_std` from `preprocessor_config.json`
-/// (SigLIP's 0.5 / 0.5 without one).
+/// Parses a transformers `SiglipConfig` (`version` 1) or `Siglip2Config` (2) JSON; `mean_std`
+/// from `preprocessor_config.json` (SigLIP's 0.5 / 0.5 without one). SigLIP 2 runs at fixed
+/// resolution: its position grid's native square, `sqrt(num_patches)` patches a side.
 pub fn parse_siglip_config(
     json: &str,
     path: &Path,
     mean_std: Option<([f32; 3], [f32; 3])>,
+    version: u8,
 ) -> Result<ClipConfig, ModelError> {
     let hf: Siglip = serde_json::from_str(json).map_err(|e| ModelError::ConfigParse {
         path: path.to_path_buf(),
@@ -151,6 +155,19 @@ pub fn parse_siglip_config(
                 .to_string(),
         );
     }
+    let image_size = if version == 2 {
+        let patches = v.num_patches.unwrap_or(256);
+        let side = patches.isqrt();
+        if side * side != patches {
+            problems.push(format!(
+                "vision_config.num_patches = {patches} is not a square grid: duet runs SigLIP 2 \
+                 at its native square resolution only (NaFlex's other grids are not supported)"
+            ));
+        }
+        side * v.patch_size
+    } else {
+        v.image_size.unwrap_or(224)
+    };
     let embed_dim = v.hidden_size;
     let projection = t.projection_size.unwrap_or(t.hidden_size);
     if projection != embed_dim {
@@ -169,7 +186,7 @@ pub fn parse_siglip_config(
     let config = ClipConfig {
         embed_dim,
         vision: VisionConfig {
-            image_size: v.image_size,
+            image_size,
             patch_size: v.patch_size,
             width: v.hidden_size,
             layers: v.num_hidden_layers,
@@ -185,6 +202,7 @@ pub fn parse_siglip_config(
             pool: VisionPool::Map,
             proj: false,
             resize: ImageResize::Squash,
+            linear_patches: version == 2,
         },
         text: TextConfig {
             context_length: t.max_position_embeddings,
@@ -195,9 +213,12 @@ pub fn parse_siglip_config(
             mlp_dim: t.intermediate_size,
             activation: activation(&t.hidden_act, "text_config.hidden_act")?,
             layer_norm_eps: t.layer_norm_eps,
-            // Pooling is at the last position; the pad id (which also ends a caption) is kept
-            // for tokenisation.
-            eot_token_id: t.pad_token_id.unwrap_or(1),
+            // Pooling is at the last position; the id that ends a caption (SigLIP's pad id,
+            // SigLIP 2's eos) is kept for export.
+            eot_token_id: match version {
+                2 => t.eos_token_id.unwrap_or(1),
+                _ => t.pad_token_id.unwrap_or(1),
+            },
             causal: false,
             pool: TextPool::Last,
             proj_bias: true,
@@ -309,9 +330,21 @@ const SIGLIP_ONLY: &[(&str, &str, Transform)] = &[
     ("logit_bias", "logit_bias", Copy),
 ];
 
-/// Every mapping for a SigLIP model of this config, globals first.
+/// Every mapping for a SigLIP model of this config, globals first; SigLIP 2's patch
+/// embedding is a Linear over flattened patches.
 pub fn siglip_table(config: &ClipConfig) -> Vec<Mapping> {
-    super::keys::with_blocks(SIGLIP_ONLY, config)
+    let mut table = super::keys::with_blocks(SIGLIP_ONLY, config);
+    if config.vision.linear_patches {
+        for mapping in &mut table {
+            if mapping.target == "vision.patch_embed.weight" {
+                mapping.transform = Transform::PatchLinear {
+                    patch: config.vision.patch_size,
+                    channels: 3,
+                };
+            }
+        }
+    }
+    table
 }
 
 /// Whether `config` is exactly the SigLIP layout (every switch SigLIP's), which is what
@@ -337,7 +370,39 @@ fn activation_name(activation: Activation) -> Option<&'static str> {
     }
 }
 
-/// `config.json` for `transformers.SiglipModel.from_pretrained`; refused for a config that is
+/// The `text_config` of a SigLIP (2) `config.json`.
+fn siglip_text_config(
+    config: &ClipConfig,
+    model_type: &str,
+    pad_id: u32,
+    eos_id: u32,
+) -> Result<serde_json::Value, ModelError> {
+    let t = &config.text;
+    let act = activation_name(t.activation).ok_or_else(|| {
+        ModelError::invalid(
+            "text_cfg.activation",
+            "SigLIP in transformers has no QuickGELU",
+        )
+    })?;
+    Ok(serde_json::json!({
+        "model_type": model_type,
+        "hidden_size": t.width,
+        "intermediate_size": t.mlp_dim,
+        "num_attention_heads": t.heads,
+        "num_hidden_layers": t.layers,
+        "max_position_embeddings": t.context_length,
+        "vocab_size": t.vocab_size,
+        "hidden_act": act,
+        "layer_norm_eps": t.layer_norm_eps,
+        "projection_size": config.embed_dim,
+        "pad_token_id": pad_id,
+        "eos_token_id": eos_id,
+        "bos_token_id": null,
+        "attention_dropout": 0.0,
+    }))
+}
+
+/// `config.json` for `transformers.SiglipModel.from_pretrained` (`Siglip2Model` for SigLIP 2); refused for a config that is
 /// not exactly SigLIP's layout.
 pub fn to_siglip_config(config: &ClipConfig) -> Result<serde_json::Value, ModelError> {
     if !is_siglip(config) {
@@ -351,27 +416,40 @@ pub fn to_siglip_config(config: &ClipConfig) -> Result<serde_json::Value, ModelE
         activation_name(a)
             .ok_or_else(|| ModelError::invalid(key, "SigLIP in transformers has no QuickGELU"))
     };
+    let (pad_id, eos_id) = match &t.tokenizer {
+        TokenizerSpec::File(file) => (file.pad_id, t.eot_token_id),
+        TokenizerSpec::ClipBpe => (t.eot_token_id, t.eot_token_id),
+    };
+    if v.linear_patches {
+        let text = siglip_text_config(config, "siglip2_text_model", pad_id, eos_id)?;
+        return Ok(serde_json::json!({
+            "architectures": ["Siglip2Model"],
+            "model_type": "siglip2",
+            "initializer_factor": 1.0,
+            "dtype": "float32",
+            "text_config": text,
+            "vision_config": {
+                "model_type": "siglip2_vision_model",
+                "hidden_size": v.width,
+                "intermediate_size": v.mlp_dim,
+                "num_attention_heads": v.heads,
+                "num_hidden_layers": v.layers,
+                "num_patches": v.num_patches(),
+                "patch_size": v.patch_size,
+                "num_channels": 3,
+                "hidden_act": act(v.activation, "vision_cfg.activation")?,
+                "layer_norm_eps": v.layer_norm_eps,
+                "vision_use_head": true,
+                "attention_dropout": 0.0,
+            },
+        }));
+    }
     Ok(serde_json::json!({
         "architectures": ["SiglipModel"],
         "model_type": "siglip",
         "initializer_factor": 1.0,
         "dtype": "float32",
-        "text_config": {
-            "model_type": "siglip_text_model",
-            "hidden_size": t.width,
-            "intermediate_size": t.mlp_dim,
-            "num_attention_heads": t.heads,
-            "num_hidden_layers": t.layers,
-            "max_position_embeddings": t.context_length,
-            "vocab_size": t.vocab_size,
-            "hidden_act": act(t.activation, "text_cfg.activation")?,
-            "layer_norm_eps": t.layer_norm_eps,
-            "projection_size": config.embed_dim,
-            "pad_token_id": t.eot_token_id,
-            "eos_token_id": t.eot_token_id,
-            "bos_token_id": null,
-            "attention_dropout": 0.0,
-        },
+        "text_config": siglip_text_config(config, "siglip_text_model", pad_id, eos_id)?,
         "vision_config": {
             "model_type": "siglip_vision_model",
             "hidden_size": v.width,
@@ -390,9 +468,24 @@ pub fn to_siglip_config(config: &ClipConfig) -> Result<serde_json::Value, ModelE
 }
 
 /// `preprocessor_config.json` for `transformers.SiglipImageProcessor`: resize to the square
-/// size without a crop, bicubic, rescale, normalise.
+/// size without a crop, bicubic, rescale, normalise; for SigLIP 2 `Siglip2ImageProcessor`'s,
+/// at most the native grid's patches (a square image resizes to exactly that grid).
 pub fn to_siglip_preprocessor(config: &ClipConfig) -> serde_json::Value {
     let v = &config.vision;
+    if v.linear_patches {
+        return serde_json::json!({
+            "image_processor_type": "Siglip2ImageProcessor",
+            "do_resize": true,
+            "patch_size": v.patch_size,
+            "max_num_patches": v.num_patches(),
+            "resample": 3,
+            "do_rescale": true,
+            "rescale_factor": 1.0 / 255.0,
+            "do_normalize": true,
+            "image_mean": v.image_mean,
+            "image_std": v.image_std,
+        });
+    }
     serde_json::json!({
         "image_processor_type": "SiglipImageProcessor",
         "do_resize": true,

@@ -3,8 +3,9 @@
 //!
 //! From transformers' `tokenizer_config.json` duet reads `pad_token` (a string or an added
 //! token's `{"content": …}`; its id looked up in `tokenizer.json`'s added tokens or vocabulary,
-//! else the model config's `pad_token_id`), `padding_side`, and `do_lower_case` (implied by
-//! `tokenizer_class = "Siglip2Tokenizer"`, which lower-cases in transformers whatever the
+//! else the model config's `pad_token_id`), `padding_side` (left by default for
+//! `tokenizer_class = "Siglip2Tokenizer"`, as its class says, right otherwise), and
+//! `do_lower_case` (implied by `Siglip2Tokenizer`, which lower-cases in transformers whatever the
 //! file says); lower-casing is applied by duet only where the `tokenizer.json` normaliser does
 //! not lower-case already (twice is not always once: Python's final-sigma rule).
 
@@ -119,8 +120,11 @@ pub fn read_hf_tokenizer(dir: &Path, tokenizer: &mut FileTokenizer) -> Result<()
             None => {}
         }
     }
+    let class = config.get("tokenizer_class").and_then(Value::as_str);
     tokenizer.pad_left = match config.get("padding_side").and_then(Value::as_str) {
-        None | Some("right") => false,
+        // transformers' Siglip2Tokenizer pads on the left unless its config says otherwise.
+        None => class == Some("Siglip2Tokenizer"),
+        Some("right") => false,
         Some("left") => true,
         Some(other) => {
             return Err(ModelError::ConfigParse {
@@ -130,7 +134,7 @@ pub fn read_hf_tokenizer(dir: &Path, tokenizer: &mut FileTokenizer) -> Result<()
         }
     };
     let asks = config.get("do_lower_case") == Some(&Value::Bool(true))
-        || config.get("tokenizer_class").and_then(Value::as_str) == Some("Siglip2Tokenizer");
+        || class == Some("Siglip2Tokenizer");
     let already = parsed
         .as_ref()
         .and_then(|t| t.get("normalizer"))

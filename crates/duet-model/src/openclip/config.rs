@@ -240,6 +240,7 @@ pub fn parse_openclip_config(json: &str, path: &Path) -> Result<ClipConfig, Mode
             pool: VisionPool::ClassToken,
             proj: true,
             resize: ImageResize::Shortest,
+            linear_patches: false,
         },
         text: TextConfig {
             context_length: t.context_length,

@@ -99,20 +99,16 @@ pub fn read_config(dir: &Path) -> Result<(ClipConfig, ModelFormat), ModelError> 
                 None
             };
             match hf_model_type(&json) {
-                Some("siglip") => {
-                    let mut config = parse_siglip_config(&json, &path, mean_std)?;
+                Some(kind @ ("siglip" | "siglip2")) => {
+                    let version = if kind == "siglip2" { 2 } else { 1 };
+                    let mut config = parse_siglip_config(&json, &path, mean_std, version)?;
+                    if version == 2 {
+                        check_fixed_resolution(&pre, config.vision.num_patches())?;
+                    }
                     if let TokenizerSpec::File(tokenizer) = &mut config.text.tokenizer {
                         read_hf_tokenizer(dir, tokenizer)?;
                     }
                     config
-                }
-                Some("siglip2") => {
-                    return Err(ModelError::ConfigParse {
-                        path,
-                        message: "model_type \"siglip2\": SigLIP 2 is not supported yet \
-                                  (SigLIP is)"
-                            .into(),
-                    });
                 }
                 _ => parse_hf_config(&json, &path, mean_std)?,
             }
@@ -142,6 +138,33 @@ pub fn read_config(dir: &Path) -> Result<(ClipConfig, ModelFormat), ModelError> 
         }
     };
     Ok((config, format))
+}
+
+/// Refuses a SigLIP 2 `preprocessor_config.json` that asks for another patch budget than the
+/// position grid's (NaFlex: images at their own aspect ratio and size), which duet does not run.
+fn check_fixed_resolution(pre: &Path, num_patches: usize) -> Result<(), ModelError> {
+    if !pre.is_file() {
+        return Ok(());
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(&read_string(pre)?).map_err(|e| ModelError::ConfigParse {
+            path: pre.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    match value
+        .get("max_num_patches")
+        .and_then(serde_json::Value::as_u64)
+    {
+        Some(max) if max as usize != num_patches => Err(ModelError::ConfigParse {
+            path: pre.to_path_buf(),
+            message: format!(
+                "max_num_patches = {max}: this is NaFlex (each image at its own aspect ratio \
+                 with up to {max} patches), which duet does not run; duet runs SigLIP 2 at \
+                 fixed resolution, the {num_patches} patches of its position grid"
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The `model_type` of an HF `config.json`, if it says.

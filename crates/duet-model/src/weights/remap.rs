@@ -28,6 +28,38 @@ pub enum Transform {
         /// Transpose the block (weights yes, biases no).
         transpose: bool,
     },
+    /// SigLIP 2's patch embedding, a Linear `[d, p·p·c]` over patches flattened
+    /// (y, x, channel), to the equivalent conv weight `[d, c, p, p]`: a permutation, so the
+    /// round trip is exact.
+    PatchLinear {
+        /// Patch side `p`.
+        patch: usize,
+        /// Image channels `c`.
+        channels: usize,
+    },
+}
+
+/// `[d, a, b, c]` (row-major `values`) permuted by `order` into `[d, ·, ·, ·]`: output axis `i`
+/// is input axis `order[i]`, axis 0 fixed.
+fn permute4(values: &[f32], dims: [usize; 4], order: [usize; 4]) -> (Vec<f32>, Vec<usize>) {
+    let out_dims = order.map(|axis| dims[axis]);
+    let strides = [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1];
+    let mut out = Vec::with_capacity(values.len());
+    for i0 in 0..out_dims[0] {
+        for i1 in 0..out_dims[1] {
+            for i2 in 0..out_dims[2] {
+                for i3 in 0..out_dims[3] {
+                    let at = [i0, i1, i2, i3];
+                    let mut source = 0;
+                    for (out_axis, &axis) in order.iter().enumerate() {
+                        source += at[out_axis] * strides[axis];
+                    }
+                    out.push(values[source]);
+                }
+            }
+        }
+    }
+    (out, out_dims.to_vec())
 }
 
 /// One row of a key table: `source` in the foreign file is `target` in the duet module.
@@ -155,6 +187,20 @@ fn forward(transform: Transform, t: &HostTensor) -> Result<HostTensor, String> {
                 values: t.values[start..start + block * row_len].to_vec(),
             };
             Ok(if tr { transpose(&part) } else { part })
+        }
+        Transform::PatchLinear { patch, channels } => {
+            let [d, n] = t.shape[..] else {
+                return Err("expected a 2-d Linear weight [d, p*p*c]".into());
+            };
+            if n != patch * patch * channels {
+                return Err(format!(
+                    "expected {} inputs per row ({patch}x{patch} patches of {channels} channels)",
+                    patch * patch * channels
+                ));
+            }
+            // [d, p, p, c] -> [d, c, p, p].
+            let (values, shape) = permute4(&t.values, [d, patch, patch, channels], [0, 3, 1, 2]);
+            Ok(HostTensor { shape, values })
         }
     }
 }
@@ -291,6 +337,21 @@ pub(crate) fn export(
                     },
                 );
             }
+            Transform::PatchLinear { patch, channels } => {
+                let [d, ..] = param.shape[..] else {
+                    return Err(format!("{}: expected a conv weight", m.target));
+                };
+                // [d, c, p, p] -> [d, p, p, c] -> [d, p*p*c].
+                let (values, _) =
+                    permute4(&param.values, [d, channels, patch, patch], [0, 2, 3, 1]);
+                out.insert(
+                    m.source.clone(),
+                    HostTensor {
+                        shape: vec![d, patch * patch * channels],
+                        values,
+                    },
+                );
+            }
             Transform::Rows {
                 index,
                 transpose: tr,
@@ -387,5 +448,23 @@ mod tests {
             .collect();
         assert_eq!(to_f32(Dtype::F16, &bytes), Some(vec![1.5, -2.0]));
         assert_eq!(to_f32(Dtype::I64, &[0; 8]), None);
+    }
+
+    #[test]
+    fn patch_linear_is_the_conv_weight_permuted_and_back() {
+        // d = 1, p = 2, c = 2: Linear input index (y*2 + x)*2 + ch holds value 10*ch + 2*y + x
+        // (tens digit the channel), so the conv weight [1, 2, 2, 2] reads channel-major:
+        // ch 0: [0, 1, 2, 3], ch 1: [10, 11, 12, 13].
+        let linear = host(&[1, 8], &[0., 10., 1., 11., 2., 12., 3., 13.]);
+        let transform = Transform::PatchLinear {
+            patch: 2,
+            channels: 2,
+        };
+        let conv = forward(transform, &linear).expect("permutes");
+        assert_eq!(conv.shape, [1, 2, 2, 2]);
+        assert_eq!(conv.values, [0., 1., 2., 3., 10., 11., 12., 13.]);
+        let (back, _) = permute4(&conv.values, [1, 2, 2, 2], [0, 2, 3, 1]);
+        assert_eq!(back, linear.values);
+        assert!(forward(transform, &host(&[1, 6], &[0.; 6])).is_err());
     }
 }
