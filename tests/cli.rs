@@ -898,6 +898,55 @@ fn embed_siglip_models_matches_transformers_end_to_end() {
 }
 
 #[test]
+fn embed_an_openclip_siglip_model_matches_open_clip() {
+    // OpenCLIP's layout: a timm trunk and a `text.*` tower, captions canonicalised as OpenCLIP
+    // does, photos squashed; the four captions and photos of the fixture's reference.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("e.jsonl");
+    let mut args = vec!["embed", "--model", "tests/fixtures/siglip-tiny/openclip"];
+    let captions = [
+        "A photo of Chelsea the cat.",
+        "a cup of coffee_with milk!",
+        "A horse",
+        "a rocket launch, seen from the ground; at night",
+    ];
+    for caption in &captions {
+        args.extend_from_slice(&["--text", caption]);
+    }
+    let photos: Vec<String> = ["chelsea.png", "coffee.png", "horse.png", "rocket.jpg"]
+        .iter()
+        .map(|photo| format!("datasets/photos/{photo}"))
+        .collect();
+    for photo in &photos {
+        args.extend_from_slice(&["--image", photo]);
+    }
+    let out_str = out.to_str().expect("utf-8 path");
+    args.extend_from_slice(&["--out", out_str]);
+    ok(&args);
+    let rows = read_jsonl(&out);
+    assert_eq!(rows.len(), 8);
+    let reference = |key: &str, row: usize| {
+        let path = root().join("tests/fixtures/siglip-tiny/reference-openclip.safetensors");
+        let bytes = std::fs::read(path).expect("fixture");
+        let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid");
+        let view = st.tensor(key).expect("key");
+        let dim = view.shape()[1];
+        view.data()[row * dim * 4..(row + 1) * dim * 4]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect::<Vec<f32>>()
+    };
+    for i in 0..4 {
+        let diff = max_abs_diff(&rows[i].embedding, &reference("text_embeds", i));
+        assert!(diff < 1e-5, "caption {i}: max abs diff {diff}");
+        // open_clip's squash resize (torchvision on PIL) is within one 8-bit level of duet's.
+        let diff = max_abs_diff(&rows[4 + i].embedding, &reference("image_embeds", i));
+        println!("image {i}: max abs diff to open_clip {diff:.2e}");
+        assert!(diff < 1e-3, "image {i}: max abs diff {diff}");
+    }
+}
+
+#[test]
 fn finetune_siglip_with_a_locked_image_tower_resumes_exactly_and_exports() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let (full, killed) = (tmp.path().join("full"), tmp.path().join("killed"));
@@ -985,7 +1034,8 @@ fn finetune_siglip_with_a_locked_image_tower_resumes_exactly_and_exports() {
     assert_eq!(metrics["pairs"].as_u64(), Some(132), "{metrics}");
     assert!(metrics["i2t_r1"].as_f64().is_some(), "{metrics}");
 
-    // OpenCLIP holds SigLIP as a timm trunk, a layout not written yet: refused, nothing made.
+    // OpenCLIP holds SigLIP as a timm trunk, and timm has none of the fixture's shape:
+    // refused, nothing made.
     let openclip = tmp.path().join("openclip");
     fails_with(
         &[

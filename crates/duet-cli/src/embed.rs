@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail, ensure};
 use burn::tensor::Device;
 use clap::{ArgMatches, Args};
 use duet_data::{
-    DecodeConfig, OwnRows, PadToken, TextTokenizer, TokenizerConfig, decode_rgb8, images_to_tensor,
+    DecodeConfig, PadToken, TextTokenizer, TokenizerConfig, decode_rgb8, images_to_tensor,
     tokens_to_tensor,
 };
 use duet_model::{ClipConfig, ClipModel, TokenizerSpec, l2_normalize};
@@ -143,12 +143,7 @@ fn tokenizer(args: &EmbedArgs, config: &ClipConfig) -> Result<TextTokenizer> {
         TokenizerSpec::File(file) => {
             let bytes = std::fs::read(path)
                 .with_context(|| format!("reading --tokenizer {}", path.display()))?;
-            let rows = OwnRows {
-                context_length: config.text.context_length,
-                pad_id: file.pad_id,
-                lowercase: file.lowercase,
-                pad_left: file.pad_left,
-            };
+            let rows = duet_eval::own_rows(config.text.context_length, file);
             TextTokenizer::from_model_json(&bytes, &path.display().to_string(), rows)?
         }
     };

@@ -14,7 +14,8 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Sequence};
+use tokenizers::normalizers::replace::ReplacePattern;
+use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Replace, Sequence, Strip};
 use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
 
 use crate::DataError;
@@ -69,6 +70,33 @@ pub struct OwnRows {
     pub lowercase: bool,
     /// Pad on the left instead of the right.
     pub pad_left: bool,
+    /// OpenCLIP's `clean="canonicalize"` first: `_` to space, ASCII punctuation removed,
+    /// lower-cased (Python's final-sigma rule kept), whitespace runs to one space, trimmed.
+    pub canonicalize: bool,
+}
+
+/// OpenCLIP's `canonicalize_text` (big_vision's) as tokenizers normalisers.
+fn canonicalize_steps() -> tokenizers::Result<Vec<NormalizerWrapper>> {
+    // Python's `str.translate` removes exactly `string.punctuation`, the 32 ASCII marks.
+    let punctuation: String = (0x21u8..0x7f)
+        .map(char::from)
+        .filter(char::is_ascii_punctuation)
+        .map(|c| format!("\\{c}"))
+        .collect();
+    let replace = |pattern: &str, content: &str| -> tokenizers::Result<NormalizerWrapper> {
+        Ok(Replace::new(ReplacePattern::Regex(pattern.to_owned()), content)?.into())
+    };
+    let cased = r"[\p{Lu}\p{Ll}\p{Lt}]";
+    Ok(vec![
+        Replace::new("_", " ")?.into(),
+        replace(&format!("[{punctuation}]"), "")?,
+        // `str.lower()` writes a final capital sigma as "ς"; tokenizers' Lowercase as "σ".
+        replace(&format!("(?<={cased})Σ(?!{cased})"), "ς")?,
+        NormalizerWrapper::Lowercase(Lowercase),
+        // `" ".join(text.split())`.
+        replace(r"\s+", " ")?,
+        NormalizerWrapper::StripNormalizer(Strip::new(true, true)),
+    ])
 }
 
 /// Which special tokens a row gets, and from where.
@@ -184,13 +212,17 @@ impl TextTokenizer {
             }))
             .map_err(parse_error)?;
         inner.with_padding(None);
-        if rows.lowercase {
-            let lower = NormalizerWrapper::Lowercase(Lowercase);
-            let normalizer = match inner.get_normalizer() {
-                Some(own) => NormalizerWrapper::Sequence(Sequence::new(vec![lower, own.clone()])),
-                None => lower,
-            };
-            inner.with_normalizer(Some(normalizer));
+        let mut first = Vec::new();
+        if rows.canonicalize {
+            first.extend(canonicalize_steps().map_err(parse_error)?);
+        } else if rows.lowercase {
+            first.push(NormalizerWrapper::Lowercase(Lowercase));
+        }
+        if !first.is_empty() {
+            if let Some(own) = inner.get_normalizer() {
+                first.push(own.clone());
+            }
+            inner.with_normalizer(Some(NormalizerWrapper::Sequence(Sequence::new(first))));
         }
         Ok(Self {
             inner,
@@ -421,6 +453,7 @@ mod tests {
             pad_id: 2,
             lowercase,
             pad_left,
+            canonicalize: false,
         };
         TextTokenizer::from_model_json(WORDS.as_bytes(), "words", rows).expect("loads")
     }
@@ -463,6 +496,7 @@ mod tests {
             pad_id,
             lowercase: false,
             pad_left: false,
+            canonicalize: false,
         };
         let err = TextTokenizer::from_model_json(WORDS.as_bytes(), "words", rows(1, 2))
             .expect_err("one position holds only </s>");

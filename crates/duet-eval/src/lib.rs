@@ -16,7 +16,7 @@ pub use embed::{PairEmbeddings, PairSource, embed_pairs};
 pub use error::EvalError;
 pub use pipeline::{SCORE_CHUNK, evaluate_retrieval, evaluate_zero_shot};
 pub use retrieval::{RetrievalMetrics, ranks, retrieval_metrics};
-pub use text::{eval_transform_config, text_tokenizer};
+pub use text::{eval_transform_config, own_rows, text_tokenizer};
 pub use zero_shot::{
     BUILTIN_TEMPLATES, ClassAccuracy, ZeroShotMetrics, builtin_templates, classifier,
     load_templates, parse_templates, read_class_names, zero_shot_metrics,

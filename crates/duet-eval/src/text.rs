@@ -3,7 +3,7 @@
 use duet_data::{
     EvalTransformConfig, Normalize, OwnRows, ResizeMode, TextTokenizer, TokenizerConfig,
 };
-use duet_model::{ClipConfig, ImageResize, TokenizerSpec};
+use duet_model::{ClipConfig, FileTokenizer, ImageResize, TokenizerSpec};
 
 use crate::EvalError;
 
@@ -23,18 +23,27 @@ pub fn text_tokenizer(clip: &ClipConfig) -> Result<TextTokenizer, EvalError> {
             ..TokenizerConfig::default()
         }),
         TokenizerSpec::File(file) => {
-            let rows = OwnRows {
-                context_length,
-                pad_id: file.pad_id,
-                lowercase: file.lowercase,
-                pad_left: file.pad_left,
-            };
             // `check_tokenizer` refused a spec without the file.
             let bytes = file.files.tokenizer_json().unwrap_or_default();
-            TextTokenizer::from_model_json(bytes, "the model's tokenizer.json", rows)
+            TextTokenizer::from_model_json(
+                bytes,
+                "the model's tokenizer.json",
+                own_rows(context_length, file),
+            )
         }
     };
     tokenizer.map_err(|e| input(e.to_string()))
+}
+
+/// How a model's own tokenizer shapes its rows of `context_length` ids.
+pub fn own_rows(context_length: usize, file: &FileTokenizer) -> OwnRows {
+    OwnRows {
+        context_length,
+        pad_id: file.pad_id,
+        lowercase: file.lowercase,
+        pad_left: file.pad_left,
+        canonicalize: file.canonicalize,
+    }
 }
 
 /// The model's evaluation preprocessing: OpenCLIP's `preprocess_val` (shortest side to the

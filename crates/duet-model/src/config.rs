@@ -98,6 +98,15 @@ pub struct FileTokenizer {
     /// Pad on the left (the tokenizer config's `padding_side = "left"`).
     #[serde(default)]
     pub pad_left: bool,
+    /// OpenCLIP's `tokenizer_kwargs.clean = "canonicalize"` before the file's own pipeline:
+    /// `_` to space, ASCII punctuation removed, lower-cased, whitespace collapsed (big_vision's
+    /// prompt canonicalisation, as OpenCLIP's SigLIP configs ask).
+    #[serde(default)]
+    pub canonicalize: bool,
+    /// OpenCLIP's `text_cfg.hf_tokenizer_name` (where open_clip fetches the tokenizer from the
+    /// hub; a `local-dir:` load reads the directory's files instead), written back on export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_name: Option<String>,
     /// The tokenizer's files, read from the model directory and written into every model
     /// directory duet saves (checkpoints and exports), so the text side travels with the weights.
     #[serde(skip)]
@@ -179,6 +188,10 @@ pub struct VisionConfig {
     /// (y, x, channel), which duet holds as the equivalent conv; import and export convert.
     #[serde(default)]
     pub linear_patches: bool,
+    /// The timm trunk an OpenCLIP SigLIP model names (`vision_cfg.timm_model_name`), written back
+    /// on export to OpenCLIP's layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timm_model: Option<String>,
 }
 
 /// The text tower: a causal transformer pooled at the first end-of-text token (CLIP), or a

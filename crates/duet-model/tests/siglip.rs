@@ -428,3 +428,253 @@ fn siglip2_reads_its_gemma_style_tokenizer_and_refuses_naflex() {
         "{message}"
     );
 }
+
+/// OpenCLIP's SigLIP (a timm trunk beside a `text.*` tower), against open_clip on the fixture of
+/// `scripts/make_openclip_siglip_fixtures.py`: embeddings, logits and the sigmoid loss within
+/// 1e-4, gradients within 1e-3, in OpenCLIP's own layouts (fused qkv / kv / in_proj rows,
+/// `pos_embed` [1, n, d], Linear weights [out, in]).
+#[test]
+fn openclip_siglip_matches_open_clip() {
+    let device = Device::flex().autodiff();
+    let loaded = load_model(&siglip_fixtures().join("openclip"), &device).expect("fixture loads");
+    assert_eq!(loaded.format, ModelFormat::OpenClip);
+    let (model, config) = (loaded.model, loaded.config);
+    assert_eq!(
+        config.vision.timm_model.as_deref(),
+        Some("vit_duettiny_patch8_siglip_32")
+    );
+    assert_eq!(config.vision.resize, duet_model::ImageResize::Squash);
+    let r = Reference::open_at(&siglip_fixtures().join("reference-openclip.safetensors"));
+    let image = model.encode_image(r.tensor::<4>("pixel_values", &device));
+    let text = model.encode_text(r.ids(&device));
+    let (image_n, text_n) = (
+        duet_model::l2_normalize(image.clone()),
+        duet_model::l2_normalize(text.clone()),
+    );
+    close(
+        "image_embeds",
+        &values(image_n),
+        &r.f32("image_embeds").1,
+        REL,
+    );
+    close("text_embeds", &values(text_n), &r.f32("text_embeds").1, REL);
+    let logits = model.logits(image.clone(), text.clone());
+    close(
+        "logits_per_image",
+        &values(logits),
+        &r.f32("logits_per_image").1,
+        REL,
+    );
+    let bias = model.logit_bias.as_ref().expect("bias").val();
+    let loss = siglip_loss(
+        ContrastiveBatch::new(image, text),
+        model.logit_scale.val(),
+        bias,
+    )
+    .expect("shapes");
+    close(
+        "loss_sigmoid",
+        &values(loss.clone()),
+        &r.f32("loss_sigmoid").1,
+        REL,
+    );
+    let grads = loss.backward();
+    let plain = |t: Tensor<2>| values(t.grad(&grads).expect("takes part"));
+    let linear = |t: Tensor<2>| values(t.grad(&grads).expect("takes part").transpose());
+    let (v, tx) = (&model.vision, &model.text);
+    let head = v.attn_pool.as_ref().expect("head");
+    let b1 = &v.blocks[1].attn;
+    let t0 = &tx.blocks[0].attn;
+    let fused = |parts: Vec<Vec<f32>>| parts.concat();
+    let checks: Vec<(&str, Vec<f32>)> = vec![
+        (
+            "logit_scale",
+            values(model.logit_scale.val().grad(&grads).expect("scale")),
+        ),
+        (
+            "logit_bias",
+            values(
+                model
+                    .logit_bias
+                    .as_ref()
+                    .expect("bias")
+                    .val()
+                    .grad(&grads)
+                    .expect("bias"),
+            ),
+        ),
+        (
+            "visual.trunk.patch_embed.proj.weight",
+            values(v.patch_embed.weight.val().grad(&grads).expect("patch")),
+        ),
+        ("visual.trunk.pos_embed", plain(v.position_embedding.val())),
+        (
+            "visual.trunk.blocks.1.attn.qkv.weight",
+            fused(vec![
+                linear(b1.q.weight.val()),
+                linear(b1.k.weight.val()),
+                linear(b1.v.weight.val()),
+            ]),
+        ),
+        (
+            "visual.trunk.blocks.0.mlp.fc2.weight",
+            linear(v.blocks[0].mlp.fc2.weight.val()),
+        ),
+        (
+            "visual.trunk.norm.weight",
+            values(v.ln_post.gamma.val().grad(&grads).expect("ln")),
+        ),
+        (
+            "visual.trunk.attn_pool.latent",
+            values(head.probe.val().grad(&grads).expect("probe")),
+        ),
+        (
+            "visual.trunk.attn_pool.q.weight",
+            linear(head.attn.q.weight.val()),
+        ),
+        (
+            "visual.trunk.attn_pool.kv.weight",
+            fused(vec![
+                linear(head.attn.k.weight.val()),
+                linear(head.attn.v.weight.val()),
+            ]),
+        ),
+        (
+            "visual.trunk.attn_pool.kv.bias",
+            fused(vec![
+                values(
+                    head.attn
+                        .k
+                        .bias
+                        .as_ref()
+                        .expect("b")
+                        .val()
+                        .grad(&grads)
+                        .expect("k"),
+                ),
+                values(
+                    head.attn
+                        .v
+                        .bias
+                        .as_ref()
+                        .expect("b")
+                        .val()
+                        .grad(&grads)
+                        .expect("v"),
+                ),
+            ]),
+        ),
+        (
+            "visual.trunk.attn_pool.mlp.fc1.weight",
+            linear(head.mlp.fc1.weight.val()),
+        ),
+        (
+            "text.positional_embedding",
+            plain(tx.position_embedding.val()),
+        ),
+        (
+            "text.transformer.resblocks.0.attn.in_proj_weight",
+            fused(vec![
+                linear(t0.q.weight.val()),
+                linear(t0.k.weight.val()),
+                linear(t0.v.weight.val()),
+            ]),
+        ),
+        (
+            "text.ln_final.bias",
+            values(
+                tx.ln_final
+                    .beta
+                    .as_ref()
+                    .expect("beta")
+                    .val()
+                    .grad(&grads)
+                    .expect("ln"),
+            ),
+        ),
+        ("text.text_projection.weight", linear(tx.proj.weight.val())),
+        (
+            "text.text_projection.bias",
+            values(
+                tx.proj
+                    .bias
+                    .as_ref()
+                    .expect("bias")
+                    .val()
+                    .grad(&grads)
+                    .expect("bias"),
+            ),
+        ),
+    ];
+    for (key, actual) in checks {
+        close(
+            &format!("grad.{key}"),
+            &actual,
+            &r.f32(&format!("grad.{key}")).1,
+            GRAD_REL,
+        );
+    }
+}
+
+#[test]
+fn openclip_to_duet_to_openclip_gives_the_same_tensors_and_config() {
+    let device = Device::flex();
+    let dir = siglip_fixtures().join("openclip");
+    let loaded = load_model(&dir, &device).expect("fixture loads");
+    let out = tempfile::tempdir().expect("tempdir");
+    duet_model::save_openclip(&loaded.model, &loaded.config, out.path()).expect("exports");
+    let original = std::fs::read(dir.join("open_clip_model.safetensors")).expect("read");
+    let exported = std::fs::read(out.path().join("open_clip_model.safetensors")).expect("read");
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&original).expect("original"),
+        safetensors::SafeTensors::deserialize(&exported).expect("exported"),
+    );
+    let mut names: Vec<String> = a.names().into_iter().map(str::to_owned).collect();
+    names.sort();
+    let mut exported_names: Vec<String> = b.names().into_iter().map(str::to_owned).collect();
+    exported_names.sort();
+    assert_eq!(names, exported_names);
+    // open_clip's state dict: 2 timm blocks and 2 text blocks of 12 tensors (6 weight/bias
+    // pairs each) = 48; the trunk's patch (2), pos_embed (1), norm (2) and attention pool
+    // (latent 1, q 2, kv 2, proj 2, norm 2, mlp 4) = 18; the text tower's embeddings (2),
+    // ln_final (2) and projection (2) = 6; logit_scale and logit_bias = 2: 74.
+    assert_eq!(names.len(), 74);
+    for name in &names {
+        let (x, y) = (a.tensor(name).expect("a"), b.tensor(name).expect("b"));
+        assert_eq!(x.shape(), y.shape(), "{name}");
+        assert!(x.data() == y.data(), "{name}: bytes differ");
+    }
+    let (config, format) = duet_model::read_config(out.path()).expect("reads back");
+    assert_eq!(format, ModelFormat::OpenClip);
+    assert_eq!(config, loaded.config);
+}
+
+#[test]
+fn siglip_exports_to_openclip_only_with_a_timm_trunk_of_its_shape() {
+    // The HF fixture's image tower (width 48, 2 blocks) is no timm SigLIP trunk: refused, and
+    // the message says what to do.
+    let device = Device::flex();
+    let loaded = load_model(&fixture(1).join("hf"), &device).expect("fixture loads");
+    let out = tempfile::tempdir().expect("tempdir");
+    let err = duet_model::save_openclip(&loaded.model, &loaded.config, out.path())
+        .expect_err("no such trunk");
+    assert!(err.to_string().contains("--format hf"), "{err}");
+    // A tower of vit_base_patch16_siglip_224's shape (exact GELU, eps 1e-6) is named after it.
+    let mut base = loaded.config.clone();
+    let v = &mut base.vision;
+    (
+        v.width,
+        v.layers,
+        v.heads,
+        v.mlp_dim,
+        v.patch_size,
+        v.image_size,
+    ) = (768, 12, 12, 3072, 16, 224);
+    v.activation = duet_model::Activation::Gelu;
+    base.embed_dim = 768;
+    let json = duet_model::openclip::to_openclip_json(&base).expect("a timm trunk fits");
+    assert_eq!(
+        json["model_cfg"]["vision_cfg"]["timm_model_name"],
+        "vit_base_patch16_siglip_224"
+    );
+}

@@ -155,6 +155,7 @@ pub fn parse_hf_config(
             proj: true,
             resize: ImageResize::Shortest,
             linear_patches: false,
+            timm_model: None,
         },
         text: TextConfig {
             context_length: t.max_position_embeddings,

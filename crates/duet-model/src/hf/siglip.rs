@@ -203,6 +203,7 @@ pub fn parse_siglip_config(
             proj: false,
             resize: ImageResize::Squash,
             linear_patches: version == 2,
+            timm_model: None,
         },
         text: TextConfig {
             context_length: t.max_position_embeddings,
@@ -228,6 +229,8 @@ pub fn parse_siglip_config(
                 pad_id: t.pad_token_id.unwrap_or(1),
                 lowercase: false,
                 pad_left: false,
+                canonicalize: false,
+                hub_name: None,
                 files: TokenizerFiles::default(),
             }),
         },

@@ -187,6 +187,9 @@ pub fn parse_openclip_config(json: &str, path: &Path) -> Result<ClipConfig, Mode
         Some(model) => (model.clone(), value.get("preprocess_cfg").cloned()),
         None => (value, None),
     };
+    if super::siglip::is_timm(&model_value) {
+        return super::siglip::parse(&model_value, preprocess.as_ref(), path);
+    }
     let oc: OcModel = serde_json::from_value(model_value).map_err(parse_err)?;
     check_unsupported("vision_cfg", &oc.vision_cfg.rest)?;
     check_unsupported("text_cfg", &oc.text_cfg.rest)?;
@@ -241,6 +244,7 @@ pub fn parse_openclip_config(json: &str, path: &Path) -> Result<ClipConfig, Mode
             proj: true,
             resize: ImageResize::Shortest,
             linear_patches: false,
+            timm_model: None,
         },
         text: TextConfig {
             context_length: t.context_length,
@@ -272,6 +276,9 @@ pub fn parse_openclip_config(json: &str, path: &Path) -> Result<ClipConfig, Mode
 /// OpenCLIP has one `quick_gelu` flag for both towers, so a config whose towers differ in
 /// activation is rejected.
 pub fn to_openclip_json(config: &ClipConfig) -> Result<Value, ModelError> {
+    if config.vision.pool == VisionPool::Map {
+        return super::siglip::to_json(config);
+    }
     if config.vision.activation != config.text.activation {
         return Err(ModelError::invalid(
             "activation",

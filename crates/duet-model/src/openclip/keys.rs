@@ -39,7 +39,7 @@ const fn qkv(index: usize, transpose: bool) -> Transform {
     }
 }
 
-const BLOCK: &[(&str, &str, Transform)] = &[
+pub(super) const BLOCK: &[(&str, &str, Transform)] = &[
     ("ln_1.weight", "ln_1.gamma", Copy),
     ("ln_1.bias", "ln_1.beta", Copy),
     ("attn.in_proj_weight", "attn.q.weight", qkv(0, true)),

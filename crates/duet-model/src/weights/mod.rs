@@ -15,7 +15,8 @@ use crate::hf::{
     write_tokenizer_files,
 };
 use crate::openclip::{
-    OPENCLIP_IGNORABLE, openclip_table, parse_openclip_config, to_openclip_json,
+    OPENCLIP_IGNORABLE, openclip_siglip_table, openclip_table, parse_openclip_config,
+    to_openclip_json,
 };
 use crate::{ClipConfig, ClipModel, ModelError, TokenizerSpec};
 use remap::{HostTensor, Mapping, Transform};
@@ -113,7 +114,13 @@ pub fn read_config(dir: &Path) -> Result<(ClipConfig, ModelFormat), ModelError> 
                 _ => parse_hf_config(&json, &path, mean_std)?,
             }
         }
-        ModelFormat::OpenClip => parse_openclip_config(&json, &path)?,
+        ModelFormat::OpenClip => {
+            let mut config = parse_openclip_config(&json, &path)?;
+            if let TokenizerSpec::File(tokenizer) = &mut config.text.tokenizer {
+                read_hf_tokenizer(dir, tokenizer)?;
+            }
+            config
+        }
         ModelFormat::Duet => {
             let manifest: DuetManifest =
                 serde_json::from_str(&json).map_err(|e| ModelError::ConfigParse {
@@ -177,6 +184,15 @@ fn hf_model_type(json: &str) -> Option<&'static str> {
     }
 }
 
+/// OpenCLIP's key table for `config`: CLIP's, or SigLIP's timm trunk beside a `text.*` tower.
+fn any_openclip_table(config: &ClipConfig) -> Vec<Mapping> {
+    if config.vision.pool == crate::VisionPool::Map {
+        openclip_siglip_table(config)
+    } else {
+        openclip_table(config)
+    }
+}
+
 /// The key table of `format` for `model` (duet's own is the identity on every parameter).
 fn table(
     format: ModelFormat,
@@ -185,7 +201,7 @@ fn table(
 ) -> (Vec<Mapping>, &'static [&'static str]) {
     match format {
         ModelFormat::HuggingFace => (hf_table(config), HF_IGNORABLE),
-        ModelFormat::OpenClip => (openclip_table(config), OPENCLIP_IGNORABLE),
+        ModelFormat::OpenClip => (any_openclip_table(config), OPENCLIP_IGNORABLE),
         ModelFormat::Duet => {
             let identity = model
                 .collect(None, None, false)
@@ -308,18 +324,10 @@ pub fn save_hf(model: &ClipModel, config: &ClipConfig, dir: &Path) -> Result<(),
 /// `preprocess_cfg`, `open_clip_model.safetensors` with OpenCLIP's keys and fused q/k/v), which
 /// `open_clip.create_model_and_transforms("local-dir:DIR")` loads.
 pub fn save_openclip(model: &ClipModel, config: &ClipConfig, dir: &Path) -> Result<(), ModelError> {
-    if config.vision.pool == crate::VisionPool::Map {
-        // OpenCLIP holds SigLIP image towers as timm trunks (`visual.trunk.*`), a key table
-        // not built yet.
-        return Err(ModelError::invalid(
-            "format",
-            "exporting a SigLIP model to OpenCLIP's layout is not supported yet; use --format hf",
-        ));
-    }
     let hub = to_openclip_json(config)?;
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let tensors =
-        remap::export(model, &openclip_table(config)).map_err(|m| export_error(dir, m))?;
+        remap::export(model, &any_openclip_table(config)).map_err(|m| export_error(dir, m))?;
     write_safetensors(&dir.join("open_clip_model.safetensors"), &tensors)?;
     write_tokenizer_files(&config.text.tokenizer, dir)?;
     write_json(&dir.join("open_clip_config.json"), &hub)

@@ -28,6 +28,9 @@ pub enum Transform {
         /// Transpose the block (weights yes, biases no).
         transpose: bool,
     },
+    /// A tensor with a leading axis of 1 (timm's `pos_embed` `[1, n, d]`) to the same values
+    /// without it (`[n, d]`).
+    DropLeadingOne,
     /// SigLIP 2's patch embedding, a Linear `[d, p·p·c]` over patches flattened
     /// (y, x, channel), to the equivalent conv weight `[d, c, p, p]`: a permutation, so the
     /// round trip is exact.
@@ -188,6 +191,11 @@ fn forward(transform: Transform, t: &HostTensor) -> Result<HostTensor, String> {
             };
             Ok(if tr { transpose(&part) } else { part })
         }
+        Transform::DropLeadingOne if t.shape.first() == Some(&1) => Ok(HostTensor {
+            shape: t.shape[1..].to_vec(),
+            values: t.values.clone(),
+        }),
+        Transform::DropLeadingOne => Err("expected a leading axis of size 1".into()),
         Transform::PatchLinear { patch, channels } => {
             let [d, n] = t.shape[..] else {
                 return Err("expected a 2-d Linear weight [d, p*p*c]".into());
@@ -333,6 +341,17 @@ pub(crate) fn export(
                     m.source.clone(),
                     HostTensor {
                         shape: vec![],
+                        values: param.values.clone(),
+                    },
+                );
+            }
+            Transform::DropLeadingOne => {
+                let mut shape = vec![1];
+                shape.extend_from_slice(&param.shape);
+                out.insert(
+                    m.source.clone(),
+                    HostTensor {
+                        shape,
                         values: param.values.clone(),
                     },
                 );
