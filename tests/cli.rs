@@ -947,6 +947,54 @@ fn embed_an_openclip_siglip_model_matches_open_clip() {
 }
 
 #[test]
+fn pretrain_a_fresh_siglip_model_with_its_tokenizer() {
+    // A fresh model of OpenCLIP's SigLIP config (the fixture's) with its tokenizer files from
+    // model.tokenizer: trains with the sigmoid loss, and its checkpoints carry the tokenizer,
+    // so evaluating the run needs nothing else.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let run = tmp.path().join("run");
+    let run_str = run.to_str().expect("utf-8 path");
+    let mut args = vec!["pretrain"];
+    args.extend_from_slice(SHORT_RUN);
+    args.extend_from_slice(&[
+        "--set",
+        "train.steps=4",
+        "--set",
+        "model.config=\"tests/fixtures/siglip-tiny/openclip/open_clip_config.json\"",
+        "--set",
+        "loss.kind=\"sigmoid\"",
+        "--run-dir",
+        run_str,
+    ]);
+    // Without its tokenizer: refused before any work.
+    fails_with(&args, &["tokenizer.json"]);
+    assert!(!run.exists(), "nothing written");
+    args.extend_from_slice(&[
+        "--set",
+        "model.tokenizer=\"tests/fixtures/siglip-tiny/openclip\"",
+    ]);
+    ok(&args);
+    assert_eq!(losses(&run).len(), 4);
+    let checkpoint = run.join("checkpoints/step-00000004");
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        assert!(
+            checkpoint.join(name).is_file(),
+            "{name} not in the checkpoint"
+        );
+    }
+    let metrics = json_stdout(&[
+        "eval",
+        "retrieval",
+        "--model",
+        run_str,
+        "--data",
+        "datasets/sample/val/00000.tar",
+        "--json",
+    ]);
+    assert_eq!(metrics["pairs"].as_u64(), Some(132), "{metrics}");
+}
+
+#[test]
 fn finetune_siglip_with_a_locked_image_tower_resumes_exactly_and_exports() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let (full, killed) = (tmp.path().join("full"), tmp.path().join("killed"));

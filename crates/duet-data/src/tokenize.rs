@@ -234,6 +234,11 @@ impl TextTokenizer {
         })
     }
 
+    /// How many ids the tokenizer can produce, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
     /// Length of every row.
     pub fn context_length(&self) -> usize {
         self.context_length

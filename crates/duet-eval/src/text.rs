@@ -32,7 +32,17 @@ pub fn text_tokenizer(clip: &ClipConfig) -> Result<TextTokenizer, EvalError> {
             )
         }
     };
-    tokenizer.map_err(|e| input(e.to_string()))
+    let tokenizer = tokenizer.map_err(|e| input(e.to_string()))?;
+    // An id past the embedding table would panic in the forward pass.
+    let ids = tokenizer.vocab_size();
+    if ids > clip.text.vocab_size {
+        return Err(input(format!(
+            "the tokenizer has {ids} ids, the text tower's embedding only {}: they belong to \
+             different models",
+            clip.text.vocab_size
+        )));
+    }
+    Ok(tokenizer)
 }
 
 /// How a model's own tokenizer shapes its rows of `context_length` ids.

@@ -1,5 +1,8 @@
 //! Named model presets: the OpenCLIP model-config JSON files in the repository's
-//! `configs/model/`, compiled in so a preset needs no file at run time.
+//! `configs/model/`, compiled in so a preset needs no file at run time. The SigLIP ones are
+//! OpenCLIP 3.3's own files (`ViT-*-SigLIP*`: a timm trunk, see `openclip/siglip.rs`); a fresh
+//! model of one trains with the sigmoid loss at ln 10 / -10 and needs its tokenizer files
+//! (`model.tokenizer` in a train config).
 
 use std::path::Path;
 
@@ -33,6 +36,46 @@ pub const PRESETS: &[(&str, &str)] = &[
         "ViT-L-14-quickgelu",
         include_str!("../../../configs/model/ViT-L-14-quickgelu.json"),
     ),
+    (
+        "ViT-B-16-SigLIP",
+        include_str!("../../../configs/model/ViT-B-16-SigLIP.json"),
+    ),
+    (
+        "ViT-B-16-SigLIP-256",
+        include_str!("../../../configs/model/ViT-B-16-SigLIP-256.json"),
+    ),
+    (
+        "ViT-B-16-SigLIP-384",
+        include_str!("../../../configs/model/ViT-B-16-SigLIP-384.json"),
+    ),
+    (
+        "ViT-L-16-SigLIP-384",
+        include_str!("../../../configs/model/ViT-L-16-SigLIP-384.json"),
+    ),
+    (
+        "ViT-SO400M-14-SigLIP",
+        include_str!("../../../configs/model/ViT-SO400M-14-SigLIP.json"),
+    ),
+    (
+        "ViT-B-16-SigLIP2",
+        include_str!("../../../configs/model/ViT-B-16-SigLIP2.json"),
+    ),
+    (
+        "ViT-B-16-SigLIP2-256",
+        include_str!("../../../configs/model/ViT-B-16-SigLIP2-256.json"),
+    ),
+    (
+        "ViT-B-16-SigLIP2-384",
+        include_str!("../../../configs/model/ViT-B-16-SigLIP2-384.json"),
+    ),
+    (
+        "ViT-L-16-SigLIP2-384",
+        include_str!("../../../configs/model/ViT-L-16-SigLIP2-384.json"),
+    ),
+    (
+        "ViT-SO400M-14-SigLIP2",
+        include_str!("../../../configs/model/ViT-SO400M-14-SigLIP2.json"),
+    ),
 ];
 
 /// The config of a named preset.
@@ -59,13 +102,13 @@ pub fn config_from_name_or_path(spec: &str) -> Result<ClipConfig, ModelError> {
         return preset(spec);
     }
     let json = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-    let is_hf = serde_json::from_str::<serde_json::Value>(&json)
-        .map(|v| v.get("vision_config").is_some())
-        .unwrap_or(false);
-    if is_hf {
-        crate::hf::parse_hf_config(&json, path, None)
-    } else {
-        parse_openclip_config(&json, path)
+    let value = serde_json::from_str::<serde_json::Value>(&json).unwrap_or_default();
+    let model_type = value.get("model_type").and_then(serde_json::Value::as_str);
+    match (value.get("vision_config").is_some(), model_type) {
+        (true, Some("siglip")) => crate::hf::parse_siglip_config(&json, path, None, 1),
+        (true, Some("siglip2")) => crate::hf::parse_siglip_config(&json, path, None, 2),
+        (true, _) => crate::hf::parse_hf_config(&json, path, None),
+        (false, _) => parse_openclip_config(&json, path),
     }
 }
 
@@ -104,6 +147,34 @@ mod tests {
             );
             config_from_name_or_path(&path.to_string_lossy()).expect("parses from its path");
         }
+    }
+
+    #[test]
+    fn siglip_presets_are_openclips_timm_models() {
+        use crate::{ImageResize, TextPool, VisionPool};
+        let b16 = preset("ViT-B-16-SigLIP").expect("preset");
+        // vit_base_patch16_siglip_224: 768 wide, 12 blocks of 12 heads, MLP 3072, exact GELU;
+        // 224 / 16 = 14 -> 196 positions, no class token.
+        let v = &b16.vision;
+        assert_eq!((v.width, v.layers, v.heads, v.mlp_dim), (768, 12, 12, 3072));
+        assert_eq!((v.num_positions(), v.activation), (196, Activation::Gelu));
+        assert_eq!(
+            (v.pool, v.resize, v.layer_norm_eps),
+            (VisionPool::Map, ImageResize::Squash, 1e-6)
+        );
+        assert_eq!((b16.text.context_length, b16.text.vocab_size), (64, 32_000));
+        assert_eq!(b16.text.pool, TextPool::Last);
+        // SigLIP's training inits: logit_scale ln 10 = 2.3026, bias -10.
+        assert!((b16.logit_scale_init - 10f64.ln()).abs() < 1e-12);
+        assert_eq!(b16.logit_bias_init, Some(-10.0));
+        // SigLIP 2: Gemma's 256,000 tokens, gelu_tanh text tower; SO400M's MLP int(1152 x
+        // 3.7362) = 4304 in both towers.
+        let so = preset("ViT-SO400M-14-SigLIP2").expect("preset");
+        assert_eq!(
+            (so.text.vocab_size, so.text.activation),
+            (256_000, Activation::GeluTanh)
+        );
+        assert_eq!((so.vision.mlp_dim, so.text.mlp_dim), (4304, 4304));
     }
 
     #[test]

@@ -94,7 +94,8 @@ fn logit_scale() -> f64 {
     CLIP_LOGIT_SCALE_INIT
 }
 
-fn activation(name: &str, key: &str) -> Result<Activation, ModelError> {
+/// transformers' `hidden_act` names duet runs (CLIP and SigLIP alike).
+pub(super) fn activation(name: &str, key: &str) -> Result<Activation, ModelError> {
     match name {
         "quick_gelu" => Ok(Activation::QuickGelu),
         "gelu" => Ok(Activation::Gelu),
@@ -102,13 +103,14 @@ fn activation(name: &str, key: &str) -> Result<Activation, ModelError> {
         other => Err(ModelError::invalid(
             key,
             format!(
-                "= {other:?} is not an activation duet knows (expected \"gelu\" or \"quick_gelu\")"
+                "= {other:?} is not an activation duet knows (expected \"gelu\", \"quick_gelu\" \
+                 or \"gelu_pytorch_tanh\")"
             ),
         )),
     }
 }
 
-fn activation_name(activation: Activation) -> &'static str {
+pub(super) fn activation_name(activation: Activation) -> &'static str {
     match activation {
         Activation::Gelu => "gelu",
         Activation::QuickGelu => "quick_gelu",

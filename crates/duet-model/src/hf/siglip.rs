@@ -24,10 +24,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::config::{activation, activation_name};
 use crate::ModelError;
 use crate::config::{
-    Activation, ClipConfig, FileTokenizer, ImageResize, TextConfig, TextPool, TokenizerFiles,
-    TokenizerSpec, VisionConfig, VisionPool,
+    ClipConfig, FileTokenizer, ImageResize, TextConfig, TextPool, TokenizerFiles, TokenizerSpec,
+    VisionConfig, VisionPool,
 };
 use crate::weights::remap::{Mapping, Transform};
 
@@ -114,17 +115,6 @@ fn gelu_tanh() -> String {
 }
 fn eps() -> f64 {
     1e-6
-}
-
-fn activation(name: &str, key: &str) -> Result<Activation, ModelError> {
-    match name {
-        "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
-        "gelu" => Ok(Activation::Gelu),
-        other => Err(ModelError::invalid(
-            key,
-            format!("= {other:?}: SigLIP uses \"gelu_pytorch_tanh\" (or \"gelu\")"),
-        )),
-    }
 }
 
 /// Parses a transformers `SiglipConfig` (`version` 1) or `Siglip2Config` (2) JSON; `mean_std`
@@ -365,29 +355,16 @@ pub(crate) fn is_siglip(config: &ClipConfig) -> bool {
         && config.logit_bias_init.is_some()
 }
 
-fn activation_name(activation: Activation) -> Option<&'static str> {
-    match activation {
-        Activation::GeluTanh => Some("gelu_pytorch_tanh"),
-        Activation::Gelu => Some("gelu"),
-        Activation::QuickGelu => None,
-    }
-}
-
 /// The `text_config` of a SigLIP (2) `config.json`.
 fn siglip_text_config(
     config: &ClipConfig,
     model_type: &str,
     pad_id: u32,
     eos_id: u32,
-) -> Result<serde_json::Value, ModelError> {
+) -> serde_json::Value {
     let t = &config.text;
-    let act = activation_name(t.activation).ok_or_else(|| {
-        ModelError::invalid(
-            "text_cfg.activation",
-            "SigLIP in transformers has no QuickGELU",
-        )
-    })?;
-    Ok(serde_json::json!({
+    let act = activation_name(t.activation);
+    serde_json::json!({
         "model_type": model_type,
         "hidden_size": t.width,
         "intermediate_size": t.mlp_dim,
@@ -402,7 +379,7 @@ fn siglip_text_config(
         "eos_token_id": eos_id,
         "bos_token_id": null,
         "attention_dropout": 0.0,
-    }))
+    })
 }
 
 /// `config.json` for `transformers.SiglipModel.from_pretrained` (`Siglip2Model` for SigLIP 2); refused for a config that is
@@ -415,16 +392,12 @@ pub fn to_siglip_config(config: &ClipConfig) -> Result<serde_json::Value, ModelE
         ));
     }
     let (t, v) = (&config.text, &config.vision);
-    let act = |a: Activation, key: &str| {
-        activation_name(a)
-            .ok_or_else(|| ModelError::invalid(key, "SigLIP in transformers has no QuickGELU"))
-    };
     let (pad_id, eos_id) = match &t.tokenizer {
         TokenizerSpec::File(file) => (file.pad_id, t.eot_token_id),
         TokenizerSpec::ClipBpe => (t.eot_token_id, t.eot_token_id),
     };
     if v.linear_patches {
-        let text = siglip_text_config(config, "siglip2_text_model", pad_id, eos_id)?;
+        let text = siglip_text_config(config, "siglip2_text_model", pad_id, eos_id);
         return Ok(serde_json::json!({
             "architectures": ["Siglip2Model"],
             "model_type": "siglip2",
@@ -440,7 +413,7 @@ pub fn to_siglip_config(config: &ClipConfig) -> Result<serde_json::Value, ModelE
                 "num_patches": v.num_patches(),
                 "patch_size": v.patch_size,
                 "num_channels": 3,
-                "hidden_act": act(v.activation, "vision_cfg.activation")?,
+                "hidden_act": activation_name(v.activation),
                 "layer_norm_eps": v.layer_norm_eps,
                 "vision_use_head": true,
                 "attention_dropout": 0.0,
@@ -452,7 +425,7 @@ pub fn to_siglip_config(config: &ClipConfig) -> Result<serde_json::Value, ModelE
         "model_type": "siglip",
         "initializer_factor": 1.0,
         "dtype": "float32",
-        "text_config": siglip_text_config(config, "siglip_text_model", pad_id, eos_id)?,
+        "text_config": siglip_text_config(config, "siglip_text_model", pad_id, eos_id),
         "vision_config": {
             "model_type": "siglip_vision_model",
             "hidden_size": v.width,
@@ -462,7 +435,7 @@ pub fn to_siglip_config(config: &ClipConfig) -> Result<serde_json::Value, ModelE
             "image_size": v.image_size,
             "patch_size": v.patch_size,
             "num_channels": 3,
-            "hidden_act": act(v.activation, "vision_cfg.activation")?,
+            "hidden_act": activation_name(v.activation),
             "layer_norm_eps": v.layer_norm_eps,
             "vision_use_head": true,
             "attention_dropout": 0.0,

@@ -206,6 +206,32 @@ impl TrainConfig {
     /// a `logit_bias` (SigLIP) trains with the sigmoid loss, one without with InfoNCE.
     pub fn clip_config(&self) -> Result<ClipConfig, TrainError> {
         let mut clip = self.model_config()?;
+        if let Some(dir) = &self.model.tokenizer {
+            let duet_model::TokenizerSpec::File(file) = &mut clip.text.tokenizer else {
+                return Err(TrainError::invalid(
+                    "model.tokenizer",
+                    "this model tokenizes with the bundled CLIP BPE; model.tokenizer is for \
+                     models of their own tokenizer (SigLIP)",
+                ));
+            };
+            if self.model.from.is_some() {
+                return Err(TrainError::invalid(
+                    "model.tokenizer",
+                    "pretrained weights bring their own tokenizer files; set model.tokenizer \
+                     for a fresh model (model.config) only",
+                ));
+            }
+            duet_model::hf::read_hf_tokenizer(dir, file).map_err(|source| TrainError::Model {
+                key: "model.tokenizer".into(),
+                source,
+            })?;
+            if file.files.tokenizer_json().is_none() {
+                return Err(TrainError::invalid(
+                    "model.tokenizer",
+                    format!("{} holds no tokenizer.json", dir.display()),
+                ));
+            }
+        }
         let loss_bias = self.loss.init_logit_bias();
         if self.model.from.is_none() {
             clip.logit_scale_init = self.loss.init_logit_scale();

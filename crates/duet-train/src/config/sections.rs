@@ -23,6 +23,11 @@ pub struct ModelSection {
     /// only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_size: Option<usize>,
+    /// A directory holding the tokenizer files (`tokenizer.json`, `tokenizer_config.json`, …)
+    /// a fresh model of its own tokenizer (a SigLIP preset) trains with; they travel into its
+    /// checkpoints. Pretrained weights bring theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// `[data]`.

@@ -126,6 +126,32 @@ batch_size = 32
     }
 
     #[test]
+    fn a_siglip_preset_takes_its_tokenizer_from_model_tokenizer() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let tokenizer = root.join("tests/fixtures/siglip-tiny/hf");
+        let preset = MINIMAL.replace("config = \"tiny\"", "config = \"ViT-B-16-SigLIP\"");
+        // No [loss]: the preset's family, sigmoid at ln 10 / -10.
+        let set = format!("model.tokenizer=\"{}\"", tokenizer.display());
+        let c = parse(&preset, &[&set]).expect("valid");
+        assert_eq!(c.loss.init_logit_bias(), Some(-10.0));
+        let clip = c.clip_config().expect("model");
+        let duet_model::TokenizerSpec::File(file) = &clip.text.tokenizer else {
+            panic!("SigLIP presets read their own tokenizer");
+        };
+        assert!(file.files.tokenizer_json().is_some());
+        assert_eq!(file.pad_id, 1);
+        // Without it the run is refused where tokenizing starts (check_tokenizer); a CLIP
+        // preset refuses the key.
+        let clip = parse(&preset, &[])
+            .expect("valid")
+            .clip_config()
+            .expect("model");
+        assert!(clip.check_tokenizer().is_err());
+        let message = error(MINIMAL, &[&set]);
+        assert!(message.starts_with("model.tokenizer"), "{message}");
+    }
+
+    #[test]
     fn unknown_preset_names_model_config() {
         let message = error(MINIMAL, &["model.config=\"ViT-Q-99\""]);
         assert!(message.contains("model.config"), "{message}");
