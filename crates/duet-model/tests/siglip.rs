@@ -659,22 +659,29 @@ fn siglip_exports_to_openclip_only_with_a_timm_trunk_of_its_shape() {
     let err = duet_model::save_openclip(&loaded.model, &loaded.config, out.path())
         .expect_err("no such trunk");
     assert!(err.to_string().contains("--format hf"), "{err}");
-    // A tower of vit_base_patch16_siglip_224's shape (exact GELU, eps 1e-6) is named after it.
-    let mut base = loaded.config.clone();
-    let v = &mut base.vision;
-    (
-        v.width,
-        v.layers,
-        v.heads,
-        v.mlp_dim,
-        v.patch_size,
-        v.image_size,
-    ) = (768, 12, 12, 3072, 16, 224);
-    v.activation = duet_model::Activation::Gelu;
-    base.embed_dim = 768;
-    let json = duet_model::openclip::to_openclip_json(&base).expect("a timm trunk fits");
-    assert_eq!(
-        json["model_cfg"]["vision_cfg"]["timm_model_name"],
-        "vit_base_patch16_siglip_224"
-    );
+    // A tower of vit_base_patch16_siglip_224's shape (eps 1e-6) is named after it, with exact
+    // GELU as timm's, and with HF SigLIP's tanh GELU too (timm's activation then runs it in
+    // OpenCLIP, as OpenCLIP's own conversions of google/siglip-base-patch16-224 do).
+    for activation in [
+        duet_model::Activation::Gelu,
+        duet_model::Activation::GeluTanh,
+    ] {
+        let mut base = loaded.config.clone();
+        let v = &mut base.vision;
+        (
+            v.width,
+            v.layers,
+            v.heads,
+            v.mlp_dim,
+            v.patch_size,
+            v.image_size,
+        ) = (768, 12, 12, 3072, 16, 224);
+        v.activation = activation;
+        base.embed_dim = 768;
+        let json = duet_model::openclip::to_openclip_json(&base).expect("a timm trunk fits");
+        assert_eq!(
+            json["model_cfg"]["vision_cfg"]["timm_model_name"], "vit_base_patch16_siglip_224",
+            "{activation:?}"
+        );
+    }
 }

@@ -566,10 +566,9 @@ pub(crate) fn to_json(config: &ClipConfig) -> Result<Value, ModelError> {
     let tanh = |a: Activation| a == Activation::GeluTanh;
     let name = match &v.timm_model {
         Some(name) => name.clone(),
-        None => TIMM_SIGLIP
-            .iter()
-            .find(|&&t| {
-                let shape = trunk(
+        None => {
+            let shaped = |t: &TimmTrunk, gelu_tanh: bool| {
+                *t == trunk(
                     t.name,
                     v.width,
                     v.layers,
@@ -577,29 +576,49 @@ pub(crate) fn to_json(config: &ClipConfig) -> Result<Value, ModelError> {
                     v.mlp_dim,
                     v.patch_size,
                     v.image_size,
-                    tanh(v.activation),
-                );
-                t == shape && v.layer_norm_eps == TIMM_EPS
-            })
-            .map(|t| t.name.to_owned())
-            .ok_or_else(|| {
-                ModelError::invalid(
-                    "format",
-                    format!(
-                        "no timm SigLIP trunk has this image tower's shape (width {}, {} blocks, \
-                         {} heads, MLP {}, patch {}, {} px, {:?}, eps {}): OpenCLIP could not \
-                         build it; use --format hf",
-                        v.width,
-                        v.layers,
-                        v.heads,
-                        v.mlp_dim,
-                        v.patch_size,
-                        v.image_size,
+                    gelu_tanh,
+                ) && v.layer_norm_eps == TIMM_EPS
+            };
+            let exact = TIMM_SIGLIP.iter().find(|t| shaped(t, tanh(v.activation)));
+            let by_shape = TIMM_SIGLIP.iter().find(|t| shaped(t, t.gelu_tanh));
+            match (exact, by_shape) {
+                (Some(t), _) => t.name.to_owned(),
+                (None, Some(t)) => {
+                    // OpenCLIP's own conversions of google/siglip-* do the same: timm's trunk
+                    // of that shape, with timm's activation.
+                    tracing::warn!(
+                        "the image tower uses {:?}, the timm trunk {} of its shape {}: \
+                         OpenCLIP will run the exported image tower with timm's activation, \
+                         as it runs its own conversions of these checkpoints",
                         v.activation,
-                        v.layer_norm_eps
-                    ),
-                )
-            })?,
+                        t.name,
+                        if t.gelu_tanh {
+                            "gelu_tanh"
+                        } else {
+                            "exact GELU"
+                        }
+                    );
+                    t.name.to_owned()
+                }
+                (None, None) => {
+                    return Err(ModelError::invalid(
+                        "format",
+                        format!(
+                            "no timm SigLIP trunk has this image tower's shape (width {}, {} \
+                             blocks, {} heads, MLP {}, patch {}, {} px, eps {}): OpenCLIP \
+                             could not build it; use --format hf",
+                            v.width,
+                            v.layers,
+                            v.heads,
+                            v.mlp_dim,
+                            v.patch_size,
+                            v.image_size,
+                            v.layer_norm_eps
+                        ),
+                    ));
+                }
+            }
+        }
     };
     let act_kwargs = |a: Activation| match a {
         Activation::GeluTanh => Ok(json!({"approximate": "tanh"})),
