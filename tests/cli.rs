@@ -1099,3 +1099,175 @@ fn finetune_siglip_with_a_locked_image_tower_resumes_exactly_and_exports() {
     );
     assert!(!openclip.exists(), "nothing written");
 }
+
+/// Borrows every string of `v`.
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The `[n, d]` f32 values of an `.npy` file.
+fn npy_rows(path: &Path) -> Vec<Vec<f32>> {
+    let bytes = std::fs::read(path).expect("npy written");
+    let npy = npyz::NpyFile::new(&bytes[..]).expect("valid npy");
+    let dim = npy.shape()[1] as usize;
+    let values: Vec<f32> = npy.into_vec().expect("f32 values");
+    values.chunks(dim).map(<[f32]>::to_vec).collect()
+}
+
+#[test]
+fn embed_data_equals_embedding_each_sample_alone() {
+    // The first 6 samples of the val shard, extracted, through `duet embed --image/--text`:
+    // the same rows, in order, as `duet embed --data` writes for the shard.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let shard = "datasets/sample/val/00000.tar";
+    let out = tmp.path().join("emb");
+    let out_str = out.to_str().expect("utf-8 path");
+    let model = "tests/fixtures/clip-tiny/hf";
+    ok(&["embed", "--model", model, "--data", shard, "--out", out_str]);
+    let images = npy_rows(&out.join("00000.images.npy"));
+    let texts = npy_rows(&out.join("00000.texts.npy"));
+    let meta: Vec<serde_json::Value> = std::fs::read_to_string(out.join("00000.jsonl"))
+        .expect("jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    // The val shard's 132 pairs (the README's held-out set), every row with its key.
+    assert_eq!((images.len(), texts.len(), meta.len()), (132, 132, 132));
+
+    let mut archive = tar::Archive::new(std::fs::File::open(root().join(shard)).expect("shard"));
+    let mut files: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    for entry in archive.entries().expect("tar") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("path").display().to_string();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read");
+        files.insert(name, bytes);
+    }
+    let mut args: Vec<String> = ["embed", "--model", model].map(String::from).to_vec();
+    for row in &meta[..6] {
+        let key = row["key"].as_str().expect("key");
+        let (name, bytes) = files
+            .iter()
+            .find(|(name, _)| {
+                name.starts_with(key) && (name.ends_with(".jpg") || name.ends_with(".png"))
+            })
+            .expect("the sample's image");
+        let path = tmp.path().join(name);
+        std::fs::write(&path, bytes).expect("write image");
+        args.extend(["--image".into(), path.display().to_string()]);
+        args.extend([
+            "--text".into(),
+            row["caption"].as_str().expect("caption").into(),
+        ]);
+    }
+    let alone = tmp.path().join("alone.jsonl");
+    args.extend(["--out".into(), alone.display().to_string()]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let rows = read_jsonl(&alone);
+    for i in 0..6 {
+        // Image and text rows alternate in command-line order; the same code path: equal.
+        assert_eq!(rows[2 * i].embedding, images[i], "image {i}");
+        assert_eq!(rows[2 * i + 1].embedding, texts[i], "text {i}");
+    }
+}
+
+#[test]
+fn embed_data_killed_and_run_again_writes_the_same_files() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (full, killed) = (tmp.path().join("full"), tmp.path().join("killed"));
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "embed",
+            "--model",
+            "tests/fixtures/clip-tiny/hf",
+            "--data",
+            "datasets/sample/train/{00000..00002}.tar",
+            "--dtype",
+            "f16",
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    ok(&strs(&args(&full)));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args(args(&killed))
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("duet starts");
+    let first = killed.join("00000.jsonl");
+    let started = std::time::Instant::now();
+    while !first.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no shard done"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    assert!(
+        !killed.join("00002.jsonl").exists(),
+        "killed too late to test anything"
+    );
+    let first_bytes = std::fs::read(&first).expect("first shard");
+    ok(&strs(&args(&killed)));
+    // The finished shard was not rewritten, and every file equals the uninterrupted run's.
+    assert_eq!(std::fs::read(&first).expect("first shard"), first_bytes);
+    let listing = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(listing(&full), listing(&killed));
+    for name in listing(&full) {
+        assert!(
+            std::fs::read(full.join(&name)).expect("full")
+                == std::fs::read(killed.join(&name)).expect("killed"),
+            "{name} differs"
+        );
+    }
+    // Another run's arguments on the same directory: refused, nothing touched.
+    let mut other = args(&killed);
+    other[6] = "f32".into();
+    fails_with(&strs(&other), &["another run", "--out"]);
+}
+
+#[test]
+fn embed_data_counts_broken_samples_per_reason() {
+    // crates/duet-data's bad-input tar (its MANIFEST.json): 3 good samples of 9, and one skip
+    // each for 7 reasons, written in the shard's report as training counts them.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let out = tmp.path().join("emb");
+    ok(&[
+        "embed",
+        "--model",
+        "tests/fixtures/clip-tiny/hf",
+        "--data",
+        "crates/duet-data/tests/fixtures/bad/mixed.tar",
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("00000.json")).expect("report"))
+            .expect("json");
+    assert_eq!(report["samples"], 3, "{report}");
+    for reason in [
+        "missing_image",
+        "missing_caption",
+        "caption_not_utf8",
+        "empty_image",
+        "undecodable_image",
+        "image_too_large",
+        "duplicate_key",
+    ] {
+        assert_eq!(report["skipped"][reason], 1, "{reason}: {report}");
+    }
+}

@@ -31,9 +31,16 @@ pub struct EmbedArgs {
     /// A UTF-8 file with one text per line; repeatable.
     #[arg(long = "texts", value_name = "FILE")]
     text_files: Vec<PathBuf>,
-    /// Output file: `.jsonl`, `.npy` or `.safetensors`.
+    /// Every sample of a shard spec (img2dataset tar, parquet, CSV/TSV, folders; brace
+    /// ranges, `::` lists), written per shard into the directory `--out`; resumable.
+    #[arg(long, value_name = "SPEC", conflicts_with_all = ["images", "texts", "text_files", "tokenizer"])]
+    data: Option<String>,
+    /// Output file (`.jsonl`, `.npy` or `.safetensors`); with `--data`, a directory.
     #[arg(long)]
     out: PathBuf,
+    /// With `--data`: the element type of the written `.npy` files.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: crate::embed_data::NpyDtype,
     /// An HF `tokenizer.json` to use instead of the model's (the bundled CLIP BPE, or a SigLIP
     /// model directory's own).
     #[arg(long)]
@@ -123,7 +130,7 @@ fn gather_inputs(args: &EmbedArgs, order: &[Source]) -> Result<Vec<Input>> {
     }
     ensure!(
         !inputs.is_empty(),
-        "nothing to embed: give at least one --image, --text or --texts"
+        "nothing to embed: give at least one --image, --text or --texts, or --data"
     );
     Ok(inputs)
 }
@@ -199,6 +206,19 @@ fn embed_images(
 
 /// Runs `duet embed` with the inputs in `order`.
 pub fn run(args: EmbedArgs, order: Vec<Source>) -> Result<()> {
+    if let Some(spec) = &args.data {
+        let device = args.device.device()?;
+        let loaded = crate::model_arg::load_in(&args.model, &device, args.precision)?;
+        let run = crate::embed_data::DataRun {
+            model_arg: &args.model,
+            spec,
+            out: &args.out,
+            batch_size: args.batch_size as usize,
+            dtype: args.dtype,
+            device: &device,
+        };
+        return crate::embed_data::run(&run, &loaded.model, &loaded.config);
+    }
     let format = OutputFormat::from_path(&args.out)?;
     let inputs = gather_inputs(&args, &order)?;
     let device = args.device.device()?;

@@ -4,6 +4,7 @@ mod alloc;
 mod backend;
 mod bench;
 mod embed;
+mod embed_data;
 mod eval;
 mod export;
 mod job;

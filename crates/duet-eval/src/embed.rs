@@ -36,7 +36,7 @@ pub struct PairEmbeddings {
 
 /// A single-pass, in-order loader over `spec` with `fields`, the eval transform and tokenizer
 /// of `clip`; data errors name `spec`.
-pub(crate) fn eval_loader(
+pub fn eval_loader(
     spec: &str,
     fields: FieldSelector,
     batch_size: usize,

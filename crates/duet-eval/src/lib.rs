@@ -12,7 +12,7 @@ mod text;
 mod zero_shot;
 
 pub use classes::{ClassData, LabelledEmbeddings, embed_labelled};
-pub use embed::{PairEmbeddings, PairSource, embed_pairs};
+pub use embed::{PairEmbeddings, PairSource, embed_pairs, eval_loader};
 pub use error::EvalError;
 pub use pipeline::{SCORE_CHUNK, evaluate_retrieval, evaluate_zero_shot};
 pub use retrieval::{RetrievalMetrics, ranks, retrieval_metrics};

@@ -183,6 +183,8 @@ pub struct Batch {
     pub keys: Vec<String>,
     /// Each sample's caption.
     pub captions: Vec<String>,
+    /// Each sample's decoded image width and height, before the transform.
+    pub sizes: Vec<[u32; 2]>,
     /// Side of the images.
     pub image_size: usize,
     /// Length of the token rows.
@@ -658,6 +660,7 @@ fn assemble(
         samples: Vec::with_capacity(n),
         keys: Vec::with_capacity(n),
         captions: Vec::with_capacity(n),
+        sizes: Vec::with_capacity(n),
         image_size,
         context_length,
         epoch: cursor.epoch,
@@ -668,6 +671,7 @@ fn assemble(
         batch.samples.push(sample.at);
         batch.keys.push(sample.key);
         batch.captions.push(sample.caption);
+        batch.sizes.push(sample.size);
     }
     batch
 }

@@ -29,6 +29,8 @@ pub(crate) struct Sample {
     pub key: String,
     /// The caption as read.
     pub caption: String,
+    /// The decoded image's width and height, before any transform.
+    pub size: [u32; 2],
     /// The resampled image, normalised when the batch is assembled.
     pub image: Pixels,
     /// `context_length` token ids.
@@ -93,6 +95,7 @@ impl Processor {
         };
         Processed::Good(Sample {
             caption: selected.caption,
+            size: [image.width(), image.height()],
             at: raw.at,
             key: raw.key,
             image: pixels,
