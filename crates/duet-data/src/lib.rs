@@ -3,18 +3,22 @@
 //! Stages, in pipeline order:
 //! - [`spec`]: shard specs (`{00000..00099}.tar::other/*.tar`) to shard URLs ([`parse_spec`]);
 //! - [`source`]: shard bytes from files, HTTP, S3, `pipe:` commands or memory ([`Stores`]);
-//! - [`tokenize`]: CLIP byte-level BPE into fixed-length id rows ([`TextTokenizer`]);
+//! - [`tokenize`]: CLIP byte-level BPE, or a model's own `tokenizer.json`, into fixed-length id
+//!   rows ([`TextTokenizer`]);
 //! - [`decode`]: image bytes into 8-bit RGB as PIL's `convert("RGB")` gives them ([`decode_rgb8`]);
 //! - [`transform`]: OpenCLIP's eval transform, resize + center crop ([`EvalTransform`]);
 //! - [`normalize`]: mean/std normalisation into CHW floats ([`Normalize`]);
 //! - [`batch`]: stacking into burn tensors ([`images_to_tensor`], [`tokens_to_tensor`]);
 //! - [`pipeline`]: all of the above on a stream of shards, in parallel, shuffled and exactly
 //!   resumable ([`Loader`], [`LoaderCursor`]);
-//! - [`mod@write`]: the other direction, shards as img2dataset writes them ([`write::ShardWriter`]).
+//! - [`mod@write`]: the other direction, shards as img2dataset writes them ([`write::ShardWriter`]);
+//! - [`filter`]: curation decisions (DataComp's basic filter, top fraction by score, MetaCLIP
+//!   balancing).
 
 pub mod batch;
 pub mod decode;
 mod error;
+pub mod filter;
 pub mod normalize;
 pub mod pipeline;
 pub mod reader;
@@ -29,6 +33,7 @@ pub mod write;
 pub use batch::{images_to_tensor, tokens_to_tensor};
 pub use decode::{DecodeConfig, PIL_MAX_IMAGE_PIXELS, decode_rgb8, image_extension};
 pub use error::DataError;
+pub use filter::{Balancer, BasicFilter, DropReason, top_fraction};
 /// The decoded image type ([`image::RgbImage`]), re-exported so callers need no `image` dependency.
 pub use image::RgbImage;
 pub use normalize::{Normalize, OPENAI_MEAN, OPENAI_STD, Pixels};
