@@ -1271,3 +1271,101 @@ fn embed_data_counts_broken_samples_per_reason() {
         assert_eq!(report["skipped"][reason], 1, "{reason}: {report}");
     }
 }
+
+/// Every member of a tar, by name.
+fn tar_members(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut archive = tar::Archive::new(std::fs::File::open(path).expect("tar"));
+    let mut files = std::collections::BTreeMap::new();
+    for entry in archive.entries().expect("tar") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("path").display().to_string();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read");
+        files.insert(name, bytes);
+    }
+    files
+}
+
+#[test]
+fn curate_keeps_the_top_fraction_by_hand_and_copies_the_bytes() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let out = tmp.path().join("cur");
+    let shard = "datasets/sample/val/00000.tar";
+    let args = [
+        "curate",
+        "--model",
+        "tests/fixtures/clip-tiny/hf",
+        "--data",
+        shard,
+        "--out",
+        out.to_str().expect("utf-8 path"),
+        "--top-fraction",
+        "0.25",
+        "--min-words",
+        "4",
+    ];
+    ok(&args);
+    // By hand from the saved embeddings: the score is the cosine of each row's two unit
+    // vectors; a row survives "at least 4 words" and then the top round(0.25 * 132) = 33
+    // scores of all 132 pairs (ties to the earlier row).
+    let emb = out.join("embeddings");
+    let images = npy_rows(&emb.join("00000.images.npy"));
+    let texts = npy_rows(&emb.join("00000.texts.npy"));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(emb.join("00000.jsonl"))
+        .expect("jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let scores: Vec<f32> = images
+        .iter()
+        .zip(&texts)
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum())
+        .collect();
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let top: std::collections::BTreeSet<usize> = order[..33].iter().copied().collect();
+    let words = |i: usize| {
+        rows[i]["caption"]
+            .as_str()
+            .expect("caption")
+            .split_whitespace()
+            .count()
+    };
+    let want: std::collections::BTreeSet<String> = (0..rows.len())
+        .filter(|&i| top.contains(&i) && words(i) >= 4)
+        .map(|i| rows[i]["key"].as_str().expect("key").to_owned())
+        .collect();
+    let written = tar_members(&out.join("shards/00000.tar"));
+    let input = tar_members(&root().join(shard));
+    let got: std::collections::BTreeSet<String> = written
+        .keys()
+        .map(|name| name.split('.').next().expect("key").to_owned())
+        .collect();
+    assert_eq!(got, want);
+    assert!(!want.is_empty() && want.len() < 33, "{} kept", want.len());
+    // Image bytes and captions exactly as in the input shard.
+    for (name, bytes) in &written {
+        assert_eq!(Some(bytes), input.get(name), "{name}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("curate.json")).expect("report"))
+            .expect("json");
+    assert_eq!(report["kept"], want.len(), "{report}");
+    let dropped = report["dropped"]["too_few_words"].as_u64().unwrap_or(0)
+        + report["dropped"]["not_in_top_fraction"]
+            .as_u64()
+            .unwrap_or(0);
+    assert_eq!(dropped as usize + want.len(), 132, "{report}");
+    // The written shard reads back through duet's own loader.
+    let inspected = inspect_json(out.join("shards/00000.tar").to_str().expect("utf-8"));
+    assert_eq!(inspected["samples"], want.len(), "{inspected}");
+    // Run again: the finished shard is left as it is.
+    let before = std::fs::metadata(out.join("shards/00000.tar"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    ok(&args);
+    let after = std::fs::metadata(out.join("shards/00000.tar"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert_eq!(before, after);
+}

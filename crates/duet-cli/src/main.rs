@@ -3,6 +3,7 @@
 mod alloc;
 mod backend;
 mod bench;
+mod curate;
 mod embed;
 mod embed_data;
 mod eval;
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Write L2-normalised image and text embeddings of a model.
     Embed(embed::EmbedArgs),
+    /// Score a shard spec with a model, filter it, and write the kept pairs as shards.
+    Curate(curate::CurateArgs),
     /// Evaluate a model: zero-shot classification or image-text retrieval.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -68,6 +71,7 @@ fn main() -> Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("embed arguments missing"))?;
             embed::run(args, embed::input_order(sub))
         }
+        Command::Curate(args) => curate::run(args),
         Command::Eval(command) => eval::run(command),
         Command::Export(args) => export::run(args),
         Command::Shards(command) => shards::run(command),

@@ -1,0 +1,358 @@
+//! `duet curate`: embed a shard spec, decide per sample with `duet_data::filter`, and write the
+//! kept samples as webdataset tars, with a report (issue 17).
+//!
+//! Passes, each resumable: (1) `duet embed --data` into `OUT/embeddings/` (finished shards are
+//! kept); (2) every good sample's CLIP score (the cosine of its two embeddings, read back from
+//! the saved `.npy` files) and the filters' decisions, over the whole spec, so "top fraction"
+//! sees every score; (3) per input shard `i`, its raw samples streamed again and the kept ones
+//! written to `OUT/shards/{i:05}.tar` — the image bytes as they were (member `key.<ext>` by the
+//! sniffed format), the caption as `key.txt` — renamed into place when complete, so a rerun
+//! skips the finished tars. `OUT/curate.json` reports the counts kept and dropped by reason,
+//! the skipped samples by reason, and score quantiles.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use burn::tensor::Device;
+use clap::Args;
+use duet_data::filter::{Balancer, BasicFilter, DropReason, top_fraction};
+use duet_data::{FieldSelector, LoaderSource, ReadEvent, SkipCounts, image_extension, parse_spec};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::DeviceKind;
+use crate::embed_data::{DataRun, NpyDtype};
+
+/// Arguments of `duet curate`.
+#[derive(Debug, Args)]
+pub struct CurateArgs {
+    /// The model that scores the pairs (any layout `duet embed` reads).
+    #[arg(long)]
+    model: PathBuf,
+    /// The shard spec to curate.
+    #[arg(long, value_name = "SPEC")]
+    data: String,
+    /// Output directory: `embeddings/`, `shards/`, `curate.json`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Keep pairs whose CLIP score (cosine) is at least this.
+    #[arg(long, conflicts_with = "top_fraction")]
+    min_score: Option<f32>,
+    /// Keep this fraction of the spec's pairs, the highest CLIP scores (ties to the earlier).
+    #[arg(long, value_parser = parse_fraction)]
+    top_fraction: Option<f64>,
+    /// DataComp's basic filter: at least 3 words and 6 characters, shorter side 200 px, aspect
+    /// ratio 3 (no language test); the single bounds below override its values.
+    #[arg(long)]
+    datacomp_basic: bool,
+    /// Fewest words in the caption.
+    #[arg(long)]
+    min_words: Option<usize>,
+    /// Fewest characters in the caption.
+    #[arg(long)]
+    min_chars: Option<usize>,
+    /// Smallest shorter image side, pixels.
+    #[arg(long)]
+    min_side: Option<u32>,
+    /// Largest longer-to-shorter side ratio.
+    #[arg(long)]
+    max_aspect: Option<f64>,
+    /// MetaCLIP balancing: a file of metadata entries, one per line.
+    #[arg(long, value_name = "FILE", requires = "balance_threshold")]
+    metadata: Option<PathBuf>,
+    /// MetaCLIP's `t`: each entry's pairs are kept with probability `min(1, t / count)`.
+    #[arg(long, requires = "metadata")]
+    balance_threshold: Option<u64>,
+    /// Seed of the balancing draws.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Pairs per forward pass.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    /// Where to run the model.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceKind,
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    let f: f64 = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!("{f} is not a fraction in [0, 1]"))
+    }
+}
+
+/// One saved row of `embeddings/{i:05}.jsonl`.
+#[derive(Debug, Deserialize)]
+struct Saved {
+    caption: String,
+    width: u32,
+    height: u32,
+    index: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct SavedReport {
+    skipped: SkipCounts,
+}
+
+/// `curate.json`.
+#[derive(Debug, Serialize)]
+struct Report {
+    spec: String,
+    model: String,
+    /// Good pairs scored (samples the loader could not use are under `skipped`).
+    pairs: usize,
+    kept: usize,
+    dropped: BTreeMap<DropReason, usize>,
+    skipped: SkipCounts,
+    /// Score quantiles over every scored pair: min, 10 %, 25 %, 50 %, 75 %, 90 %, max.
+    score_quantiles: BTreeMap<&'static str, f32>,
+    /// The score the top-fraction filter's last kept pair has, if that filter ran.
+    top_fraction_threshold: Option<f32>,
+    balance_counts: Option<BTreeMap<String, u64>>,
+}
+
+fn read_npy(path: &Path) -> Result<Vec<f32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}", path.display()))?;
+    npy.into_vec::<f32>()
+        .with_context(|| format!("{}: not float32", path.display()))
+}
+
+fn quantile(sorted: &[f32], q: f64) -> f32 {
+    if sorted.is_empty() {
+        return f32::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Runs `duet curate`.
+pub fn run(args: CurateArgs) -> Result<()> {
+    let spec = parse_spec(&args.data, None).with_context(|| format!("--data {}", args.data))?;
+    let shards: Vec<String> = spec.shards().map(str::to_owned).collect();
+    let mut basic = if args.datacomp_basic {
+        BasicFilter::datacomp()
+    } else {
+        BasicFilter::default()
+    };
+    basic.min_words = args.min_words.or(basic.min_words);
+    basic.min_chars = args.min_chars.or(basic.min_chars);
+    basic.min_side = args.min_side.or(basic.min_side);
+    basic.max_aspect = args.max_aspect.or(basic.max_aspect);
+    let entries = match &args.metadata {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --metadata {}", path.display()))?;
+            let entries: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            ensure!(
+                !entries.is_empty(),
+                "--metadata {}: no entries",
+                path.display()
+            );
+            Some(entries)
+        }
+        None => None,
+    };
+
+    // Pass 1: embeddings (resumable; the model is refused before any shard if it cannot run).
+    let device: Device = args.device.device()?;
+    let embeddings = args.out.join("embeddings");
+    let loaded = crate::model_arg::load_in(&args.model, &device, duet_model::Precision::F32)?;
+    let run = DataRun {
+        model_arg: &args.model,
+        spec: &args.data,
+        out: &embeddings,
+        batch_size: args.batch_size as usize,
+        dtype: NpyDtype::F32,
+        device: &device,
+    };
+    crate::embed_data::run(&run, &loaded.model, &loaded.config)?;
+
+    // Pass 2: scores and decisions over the whole spec.
+    let mut rows: Vec<(usize, Saved)> = Vec::new();
+    let mut scores = Vec::new();
+    let mut skipped = SkipCounts::default();
+    for i in 0..shards.len() {
+        let stem = embeddings.join(format!("{i:05}"));
+        let path = |suffix: &str| PathBuf::from(format!("{}.{suffix}", stem.display()));
+        let images = read_npy(&path("images.npy"))?;
+        let texts = read_npy(&path("texts.npy"))?;
+        let report: SavedReport = serde_json::from_str(
+            &std::fs::read_to_string(path("json")).context("reading a shard report")?,
+        )?;
+        skipped.merge(&report.skipped);
+        let lines = std::fs::read_to_string(path("jsonl")).context("reading a shard's rows")?;
+        let saved: Vec<Saved> = lines
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{}", path("jsonl").display()))?;
+        let dim = loaded.config.embed_dim;
+        ensure!(
+            images.len() == saved.len() * dim && texts.len() == images.len(),
+            "{}: embeddings and rows disagree; delete the directory and run again",
+            stem.display()
+        );
+        for (j, row) in saved.into_iter().enumerate() {
+            let (a, b) = (
+                &images[j * dim..(j + 1) * dim],
+                &texts[j * dim..(j + 1) * dim],
+            );
+            scores.push(a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>());
+            rows.push((i, row));
+        }
+    }
+    let top = args.top_fraction.map(|f| top_fraction(&scores, f));
+    let top_threshold = top.as_ref().and_then(|kept| {
+        kept.iter()
+            .zip(&scores)
+            .filter(|(k, _)| **k)
+            .map(|(_, s)| *s)
+            .reduce(f32::min)
+    });
+    let balancer = entries.as_ref().map(|entries| {
+        let captions: Vec<&str> = rows.iter().map(|(_, r)| r.caption.as_str()).collect();
+        Balancer::new(
+            entries,
+            &captions,
+            args.balance_threshold.unwrap_or(u64::MAX),
+            args.seed,
+        )
+    });
+    let mut dropped: BTreeMap<DropReason, usize> = BTreeMap::new();
+    let mut keep: HashSet<(usize, u64)> = HashSet::new();
+    for (ordinal, (i, row)) in rows.iter().enumerate() {
+        let reason = basic
+            .check(&row.caption, row.width, row.height)
+            .or_else(|| {
+                args.min_score
+                    // A NaN score is under any threshold.
+                    .is_some_and(|min| scores[ordinal].is_nan() || scores[ordinal] < min)
+                    .then_some(DropReason::LowScore)
+            })
+            .or_else(|| {
+                top.as_ref()
+                    .is_some_and(|t| !t[ordinal])
+                    .then_some(DropReason::NotInTopFraction)
+            })
+            .or_else(|| {
+                balancer
+                    .as_ref()
+                    .is_some_and(|b| !b.keep(&row.caption, ordinal as u64))
+                    .then_some(DropReason::Balanced)
+            });
+        match reason {
+            Some(reason) => *dropped.entry(reason).or_default() += 1,
+            None => {
+                keep.insert((*i, row.index));
+            }
+        }
+    }
+
+    // Pass 3: the kept samples' bytes, per input shard.
+    let out_shards = args.out.join("shards");
+    std::fs::create_dir_all(&out_shards)
+        .with_context(|| format!("creating {}", out_shards.display()))?;
+    for (i, shard) in shards.iter().enumerate() {
+        let target = out_shards.join(format!("{i:05}.tar"));
+        if target.is_file() {
+            continue;
+        }
+        write_kept(shard, i, &keep, &target)?;
+    }
+
+    let mut sorted = scores.clone();
+    sorted.sort_by(f32::total_cmp);
+    let score_quantiles = [
+        ("min", 0.0),
+        ("p10", 0.1),
+        ("p25", 0.25),
+        ("p50", 0.5),
+        ("p75", 0.75),
+        ("p90", 0.9),
+        ("max", 1.0),
+    ]
+    .into_iter()
+    .map(|(name, q)| (name, quantile(&sorted, q)))
+    .collect();
+    let report = Report {
+        spec: args.data.clone(),
+        model: args.model.display().to_string(),
+        pairs: rows.len(),
+        kept: keep.len(),
+        dropped,
+        skipped,
+        score_quantiles,
+        top_fraction_threshold: top_threshold,
+        balance_counts: balancer.map(|b| {
+            b.counts()
+                .into_iter()
+                .map(|(e, n)| (e.to_owned(), n))
+                .collect()
+        }),
+    };
+    let path = args.out.join("curate.json");
+    std::fs::write(
+        &path,
+        format!("{}\n", serde_json::to_string_pretty(&report)?),
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(
+        pairs = report.pairs,
+        kept = report.kept,
+        report = %path.display(),
+        "curated"
+    );
+    Ok(())
+}
+
+/// Streams `shard` and writes its samples whose `(i, position)` is in `keep` to `target`.
+fn write_kept(shard: &str, i: usize, keep: &HashSet<(usize, u64)>, target: &Path) -> Result<()> {
+    let spec = parse_spec(shard, None)?;
+    let source = LoaderSource::from_spec(&spec)?;
+    let fields = FieldSelector::default();
+    let tmp = target.with_extension("partial");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+    let mut append = |name: String, bytes: &[u8]| -> Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, &name, bytes)
+            .with_context(|| format!("writing {}", tmp.display()))
+    };
+    for event in source.format.read(&*source.store, shard, 0) {
+        let ReadEvent::Sample(raw) = event else {
+            continue;
+        };
+        if !keep.contains(&(i, raw.at.index)) {
+            continue;
+        }
+        // Kept samples were good when embedded: their fields select the same way again.
+        let Ok(selected) = fields.select(&raw) else {
+            bail!("{shard}: sample {} changed since it was embedded", raw.key);
+        };
+        let extension = image_extension(selected.image).unwrap_or("jpg");
+        append(format!("{}.{extension}", raw.key), selected.image)?;
+        append(format!("{}.txt", raw.key), selected.caption.as_bytes())?;
+    }
+    let writer = tar
+        .into_inner()
+        .with_context(|| format!("finishing {}", tmp.display()))?;
+    writer
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("flushing {}: {}", tmp.display(), e.error()))?
+        .sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(&tmp, target)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), target.display()))
+}
