@@ -7,7 +7,8 @@
 //! sees every score; (3) per input shard `i`, its raw samples streamed again and the kept ones
 //! written to `OUT/shards/{i:05}.tar` — the image bytes as they were (member `key.<ext>` by the
 //! sniffed format), the caption as `key.txt` — renamed into place when complete, so a rerun
-//! skips the finished tars. `OUT/curate.json` reports the counts kept and dropped by reason,
+//! skips the finished tars (`OUT/curate-settings.json` refuses a rerun with other settings).
+//! `OUT/curate.json` reports the counts kept and dropped by reason,
 //! the skipped samples by reason, and score quantiles.
 
 use std::collections::{BTreeMap, HashSet};
@@ -160,6 +161,37 @@ pub fn run(args: CurateArgs) -> Result<()> {
         }
         None => None,
     };
+
+    // The decisions depend on every setting: a rerun must be the same run.
+    let settings = serde_json::json!({
+        "model": args.model.display().to_string(),
+        "data": args.data,
+        "basic": basic,
+        "min_score": args.min_score,
+        "top_fraction": args.top_fraction,
+        "metadata": entries,
+        "balance_threshold": args.balance_threshold,
+        "seed": args.seed,
+    });
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let settings_path = args.out.join("curate-settings.json");
+    if settings_path.is_file() {
+        let theirs: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&settings_path)
+                .with_context(|| format!("reading {}", settings_path.display()))?,
+        )
+        .with_context(|| format!("{}", settings_path.display()))?;
+        ensure!(
+            theirs == settings,
+            "{} holds a curation with other settings ({theirs}); rerun with the same ones to \
+             resume it, or choose another --out",
+            args.out.display()
+        );
+    } else {
+        std::fs::write(&settings_path, format!("{settings:#}\n"))
+            .with_context(|| format!("writing {}", settings_path.display()))?;
+    }
 
     // Pass 1: embeddings (resumable; the model is refused before any shard if it cannot run).
     let device: Device = args.device.device()?;
