@@ -53,9 +53,10 @@ fn read_jsonl(path: &Path) -> Vec<Row> {
         .collect()
 }
 
-/// Row `row` of an f32 tensor in a reference file of `scripts/make_clip_fixtures.py`.
-fn reference_row(file: &str, key: &str, row: usize) -> Vec<f32> {
-    let bytes = std::fs::read(root().join("tests/fixtures/clip-tiny").join(file)).expect("fixture");
+/// Row `row` of the f32 tensor `key` of a reference safetensors file (relative to the
+/// repository root).
+fn fixture_row(file: &str, key: &str, row: usize) -> Vec<f32> {
+    let bytes = std::fs::read(root().join(file)).expect("fixture");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid");
     let view = st.tensor(key).expect("key");
     let dim = view.shape()[1];
@@ -63,6 +64,11 @@ fn reference_row(file: &str, key: &str, row: usize) -> Vec<f32> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+/// Row `row` of an f32 tensor in a reference file of `scripts/make_clip_fixtures.py`.
+fn reference_row(file: &str, key: &str, row: usize) -> Vec<f32> {
+    fixture_row(&format!("tests/fixtures/clip-tiny/{file}"), key, row)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -837,18 +843,11 @@ fn embed_in_bf16_is_near_f32_and_unknown_precisions_are_refused() {
 /// Row `row` of an f32 tensor of a SigLIP fixture's reference (`fixture` = `siglip-tiny`,
 /// `siglip2-tiny`; `scripts/make_siglip_fixtures.py`, `scripts/make_siglip2_fixtures.py`).
 fn siglip_reference_row(fixture: &str, key: &str, row: usize) -> Vec<f32> {
-    let path = root()
-        .join("tests/fixtures")
-        .join(fixture)
-        .join("reference-hf.safetensors");
-    let bytes = std::fs::read(path).expect("fixture");
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid");
-    let view = st.tensor(key).expect("key");
-    let dim = view.shape()[1];
-    view.data()[row * dim * 4..(row + 1) * dim * 4]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    fixture_row(
+        &format!("tests/fixtures/{fixture}/reference-hf.safetensors"),
+        key,
+        row,
+    )
 }
 
 #[test]
@@ -926,15 +925,11 @@ fn embed_an_openclip_siglip_model_matches_open_clip() {
     let rows = read_jsonl(&out);
     assert_eq!(rows.len(), 8);
     let reference = |key: &str, row: usize| {
-        let path = root().join("tests/fixtures/siglip-tiny/reference-openclip.safetensors");
-        let bytes = std::fs::read(path).expect("fixture");
-        let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid");
-        let view = st.tensor(key).expect("key");
-        let dim = view.shape()[1];
-        view.data()[row * dim * 4..(row + 1) * dim * 4]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect::<Vec<f32>>()
+        fixture_row(
+            "tests/fixtures/siglip-tiny/reference-openclip.safetensors",
+            key,
+            row,
+        )
     };
     for i in 0..4 {
         let diff = max_abs_diff(&rows[i].embedding, &reference("text_embeds", i));
