@@ -1364,3 +1364,58 @@ fn curate_keeps_the_top_fraction_by_hand_and_copies_the_bytes() {
         .expect("mtime");
     assert_eq!(before, after);
 }
+
+#[test]
+fn curate_drops_exact_duplicate_images_after_their_first_occurrence() {
+    // The bundled training sample holds 1,188 pairs of 1,185 distinct images (3 emoji images
+    // occur twice): --dedup-exact keeps each image's first pair in spec order.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let out = tmp.path().join("cur");
+    let spec = "datasets/sample/train/{00000..00002}.tar";
+    ok(&[
+        "curate",
+        "--model",
+        "tests/fixtures/clip-tiny/hf",
+        "--data",
+        spec,
+        "--out",
+        out.to_str().expect("utf-8 path"),
+        "--dedup-exact",
+    ]);
+    // By hand: walk the input in spec order (shard, then member order, which is sample order),
+    // remembering image bytes.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut first_keys = std::collections::BTreeSet::new();
+    let mut duplicate_keys = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        let path = root().join(format!("datasets/sample/train/{i:05}.tar"));
+        let mut archive = tar::Archive::new(std::fs::File::open(path).expect("shard"));
+        for entry in archive.entries().expect("tar") {
+            let mut entry = entry.expect("entry");
+            let name = entry.path().expect("path").display().to_string();
+            if !(name.ends_with(".jpg") || name.ends_with(".png")) {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read");
+            let key = name.split('.').next().expect("key").to_owned();
+            if seen.insert(bytes) {
+                first_keys.insert(key);
+            } else {
+                duplicate_keys.insert(key);
+            }
+        }
+    }
+    assert_eq!((first_keys.len(), duplicate_keys.len()), (1185, 3));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("curate.json")).expect("report"))
+            .expect("json");
+    assert_eq!(report["dropped"]["exact_duplicate"], 3, "{report}");
+    let mut kept = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        for name in tar_members(&out.join(format!("shards/{i:05}.tar"))).keys() {
+            kept.insert(name.split('.').next().expect("key").to_owned());
+        }
+    }
+    assert_eq!(kept, first_keys);
+}

@@ -2,7 +2,9 @@
 //! kept samples as webdataset tars, with a report (issue 17).
 //!
 //! Passes, each resumable: (1) `duet embed --data` into `OUT/embeddings/` (finished shards are
-//! kept); (2) every good sample's CLIP score (the cosine of its two embeddings, read back from
+//! kept); (2) with `--dedup-exact`, the SHA-256 of every good sample's image bytes, in spec
+//! order (the raw shards streamed once more, nothing decoded), then every good sample's CLIP
+//! score (the cosine of its two embeddings, read back from
 //! the saved `.npy` files) and the filters' decisions, over the whole spec, so "top fraction"
 //! sees every score; (3) per input shard `i`, its raw samples streamed again and the kept ones
 //! written to `OUT/shards/{i:05}.tar` — the image bytes as they were (member `key.<ext>` by the
@@ -64,6 +66,9 @@ pub struct CurateArgs {
     /// MetaCLIP's `t`: each entry's pairs are kept with probability `min(1, t / count)`.
     #[arg(long, requires = "metadata")]
     balance_threshold: Option<u64>,
+    /// Drop a pair whose image bytes (SHA-256) equal an earlier pair's, in spec order.
+    #[arg(long)]
+    dedup_exact: bool,
     /// Seed of the balancing draws.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -172,6 +177,7 @@ pub fn run(args: CurateArgs) -> Result<()> {
         "metadata": entries,
         "balance_threshold": args.balance_threshold,
         "seed": args.seed,
+        "dedup_exact": args.dedup_exact,
     });
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -258,11 +264,19 @@ pub fn run(args: CurateArgs) -> Result<()> {
             args.seed,
         )
     });
+    let duplicates = if args.dedup_exact {
+        let good: HashSet<(usize, u64)> = rows.iter().map(|(i, r)| (*i, r.index)).collect();
+        exact_duplicates(&shards, &good)?
+    } else {
+        HashSet::new()
+    };
     let mut dropped: BTreeMap<DropReason, usize> = BTreeMap::new();
     let mut keep: HashSet<(usize, u64)> = HashSet::new();
     for (ordinal, (i, row)) in rows.iter().enumerate() {
-        let reason = basic
-            .check(&row.caption, row.width, row.height)
+        let reason = duplicates
+            .contains(&(*i, row.index))
+            .then_some(DropReason::ExactDuplicate)
+            .or_else(|| basic.check(&row.caption, row.width, row.height))
             .or_else(|| {
                 args.min_score
                     // A NaN score is under any threshold.
@@ -343,6 +357,39 @@ pub fn run(args: CurateArgs) -> Result<()> {
         "curated"
     );
     Ok(())
+}
+
+/// The good samples (`good`: `(shard, position)`) whose image bytes equal an earlier good
+/// sample's, in spec order; SHA-256 over the selected image field's bytes.
+fn exact_duplicates(
+    shards: &[String],
+    good: &HashSet<(usize, u64)>,
+) -> Result<HashSet<(usize, u64)>> {
+    let fields = FieldSelector::default();
+    let mut seen: HashSet<[u8; 32]> = HashSet::new();
+    let mut duplicates = HashSet::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let source = LoaderSource::from_spec(&parse_spec(shard, None)?)?;
+        for event in source.format.read(&*source.store, shard, 0) {
+            let ReadEvent::Sample(raw) = event else {
+                continue;
+            };
+            let at = (i, raw.at.index);
+            if !good.contains(&at) {
+                continue;
+            }
+            let Ok(selected) = fields.select(&raw) else {
+                bail!("{shard}: sample {} changed since it was embedded", raw.key);
+            };
+            let digest = ring::digest::digest(&ring::digest::SHA256, selected.image);
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(digest.as_ref());
+            if !seen.insert(hash) {
+                duplicates.insert(at);
+            }
+        }
+    }
+    Ok(duplicates)
 }
 
 /// Streams `shard` and writes its samples whose `(i, position)` is in `keep` to `target`.

@@ -37,6 +37,8 @@ pub enum DropReason {
     NotInTopFraction,
     /// MetaCLIP balancing drew it out (or it matched no entry).
     Balanced,
+    /// Its image bytes equal an earlier sample's (SHA-256).
+    ExactDuplicate,
 }
 
 /// DataComp's basic filter (language aside); every bound optional.
