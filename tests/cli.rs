@@ -426,9 +426,8 @@ fn losses(run_dir: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
-/// Runs `duet args` writing into `run_dir`, SIGKILLs it as soon as its first checkpoint is
-/// complete, and returns the checkpoint's name.
-fn kill_after_first_checkpoint(args: &[&str], run_dir: &Path) -> String {
+/// Runs `duet args` and SIGKILLs it as soon as `path` exists (within two minutes).
+fn kill_when_exists(args: &[&str], path: &Path) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_duet"))
         .args(args)
         .current_dir(root())
@@ -436,17 +435,24 @@ fn kill_after_first_checkpoint(args: &[&str], run_dir: &Path) -> String {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("duet starts");
-    let latest = run_dir.join("checkpoints/latest");
     let started = std::time::Instant::now();
-    while !latest.exists() {
+    while !path.exists() {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(120),
-            "no checkpoint"
+            "{} never appeared",
+            path.display()
         );
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
+}
+
+/// Runs `duet args` writing into `run_dir`, SIGKILLs it as soon as its first checkpoint is
+/// complete, and returns the checkpoint's name.
+fn kill_after_first_checkpoint(args: &[&str], run_dir: &Path) -> String {
+    let latest = run_dir.join("checkpoints/latest");
+    kill_when_exists(args, &latest);
     std::fs::read_to_string(&latest).expect("latest")
 }
 
@@ -1187,24 +1193,8 @@ fn embed_data_killed_and_run_again_writes_the_same_files() {
     };
     ok(&strs(&args(&full)));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_duet"))
-        .args(args(&killed))
-        .current_dir(root())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("duet starts");
     let first = killed.join("00000.jsonl");
-    let started = std::time::Instant::now();
-    while !first.exists() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(120),
-            "no shard done"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    kill_when_exists(&strs(&args(&killed)), &first);
     assert!(
         !killed.join("00002.jsonl").exists(),
         "killed too late to test anything"

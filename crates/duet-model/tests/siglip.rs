@@ -25,6 +25,31 @@ fn reference(version: u8) -> Reference {
     Reference::open_at(&fixture(version).join("reference-hf.safetensors"))
 }
 
+/// Asserts that two safetensors files hold the same tensor names, and for each the same shape,
+/// dtype and bytes; returns how many tensors there are.
+fn assert_same_tensors(original: &std::path::Path, exported: &std::path::Path) -> usize {
+    let (original, exported) = (
+        std::fs::read(original).expect("read"),
+        std::fs::read(exported).expect("read"),
+    );
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&original).expect("original"),
+        safetensors::SafeTensors::deserialize(&exported).expect("exported"),
+    );
+    let mut names: Vec<String> = a.names().into_iter().map(str::to_owned).collect();
+    names.sort();
+    let mut exported_names: Vec<String> = b.names().into_iter().map(str::to_owned).collect();
+    exported_names.sort();
+    assert_eq!(names, exported_names);
+    for name in &names {
+        let (x, y) = (a.tensor(name).expect("a"), b.tensor(name).expect("b"));
+        assert_eq!(x.shape(), y.shape(), "{name}");
+        assert_eq!(x.dtype(), y.dtype(), "{name}");
+        assert!(x.data() == y.data(), "{name}: bytes differ");
+    }
+    names.len()
+}
+
 /// A patch-embedding gradient from duet's conv layout `[d, c, p, p]` to SigLIP 2's Linear
 /// `[d, p·p·c]` (patches flattened (y, x, channel)).
 fn conv_to_linear(values: &[f32], d: usize, c: usize, p: usize) -> Vec<f32> {
@@ -327,24 +352,11 @@ fn round_trip(version: u8, tokenizer_files: &[&str]) {
     let loaded = load_model(&fixture(version).join("hf"), &device).expect("fixture loads");
     let dir = tempfile::tempdir().expect("tempdir");
     duet_model::save_hf(&loaded.model, &loaded.config, dir.path()).expect("exports");
-    let original = std::fs::read(fixture(version).join("hf/model.safetensors")).expect("read");
-    let exported = std::fs::read(dir.path().join("model.safetensors")).expect("read");
-    let (a, b) = (
-        safetensors::SafeTensors::deserialize(&original).expect("original"),
-        safetensors::SafeTensors::deserialize(&exported).expect("exported"),
+    let tensors = assert_same_tensors(
+        &fixture(version).join("hf/model.safetensors"),
+        &dir.path().join("model.safetensors"),
     );
-    let mut names: Vec<String> = a.names().into_iter().map(str::to_owned).collect();
-    names.sort();
-    let mut exported_names: Vec<String> = b.names().into_iter().map(str::to_owned).collect();
-    exported_names.sort();
-    assert_eq!(names, exported_names);
-    assert_eq!(names.len(), 88);
-    for name in &names {
-        let (x, y) = (a.tensor(name).expect("a"), b.tensor(name).expect("b"));
-        assert_eq!(x.shape(), y.shape(), "{name}");
-        assert_eq!(x.dtype(), y.dtype(), "{name}");
-        assert!(x.data() == y.data(), "{name}: bytes differ");
-    }
+    assert_eq!(tensors, 88);
     let (config, format) = duet_model::read_config(dir.path()).expect("reads back");
     assert_eq!(format, ModelFormat::HuggingFace);
     // The config includes the tokenizer: pad id, casing and every tokenizer file's bytes.
@@ -623,27 +635,15 @@ fn openclip_to_duet_to_openclip_gives_the_same_tensors_and_config() {
     let loaded = load_model(&dir, &device).expect("fixture loads");
     let out = tempfile::tempdir().expect("tempdir");
     duet_model::save_openclip(&loaded.model, &loaded.config, out.path()).expect("exports");
-    let original = std::fs::read(dir.join("open_clip_model.safetensors")).expect("read");
-    let exported = std::fs::read(out.path().join("open_clip_model.safetensors")).expect("read");
-    let (a, b) = (
-        safetensors::SafeTensors::deserialize(&original).expect("original"),
-        safetensors::SafeTensors::deserialize(&exported).expect("exported"),
+    let tensors = assert_same_tensors(
+        &dir.join("open_clip_model.safetensors"),
+        &out.path().join("open_clip_model.safetensors"),
     );
-    let mut names: Vec<String> = a.names().into_iter().map(str::to_owned).collect();
-    names.sort();
-    let mut exported_names: Vec<String> = b.names().into_iter().map(str::to_owned).collect();
-    exported_names.sort();
-    assert_eq!(names, exported_names);
     // open_clip's state dict: 2 timm blocks and 2 text blocks of 12 tensors (6 weight/bias
     // pairs each) = 48; the trunk's patch (2), pos_embed (1), norm (2) and attention pool
     // (latent 1, q 2, kv 2, proj 2, norm 2, mlp 4) = 18; the text tower's embeddings (2),
     // ln_final (2) and projection (2) = 6; logit_scale and logit_bias = 2: 74.
-    assert_eq!(names.len(), 74);
-    for name in &names {
-        let (x, y) = (a.tensor(name).expect("a"), b.tensor(name).expect("b"));
-        assert_eq!(x.shape(), y.shape(), "{name}");
-        assert!(x.data() == y.data(), "{name}: bytes differ");
-    }
+    assert_eq!(tensors, 74);
     let (config, format) = duet_model::read_config(out.path()).expect("reads back");
     assert_eq!(format, ModelFormat::OpenClip);
     assert_eq!(config, loaded.config);

@@ -396,50 +396,37 @@ pub fn to_siglip_config(config: &ClipConfig) -> Result<serde_json::Value, ModelE
         TokenizerSpec::File(file) => (file.pad_id, t.eot_token_id),
         TokenizerSpec::ClipBpe => (t.eot_token_id, t.eot_token_id),
     };
+    // SigLIP 2 differs in names and in sizing the image by its position grid.
+    let (architecture, kind) = match v.linear_patches {
+        true => ("Siglip2Model", "siglip2"),
+        false => ("SiglipModel", "siglip"),
+    };
+    let mut vision = serde_json::json!({
+        "model_type": format!("{kind}_vision_model"),
+        "hidden_size": v.width,
+        "intermediate_size": v.mlp_dim,
+        "num_attention_heads": v.heads,
+        "num_hidden_layers": v.layers,
+        "patch_size": v.patch_size,
+        "num_channels": 3,
+        "hidden_act": activation_name(v.activation),
+        "layer_norm_eps": v.layer_norm_eps,
+        "vision_use_head": true,
+        "attention_dropout": 0.0,
+    });
     if v.linear_patches {
-        let text = siglip_text_config(config, "siglip2_text_model", pad_id, eos_id);
-        return Ok(serde_json::json!({
-            "architectures": ["Siglip2Model"],
-            "model_type": "siglip2",
-            "initializer_factor": 1.0,
-            "dtype": "float32",
-            "text_config": text,
-            "vision_config": {
-                "model_type": "siglip2_vision_model",
-                "hidden_size": v.width,
-                "intermediate_size": v.mlp_dim,
-                "num_attention_heads": v.heads,
-                "num_hidden_layers": v.layers,
-                "num_patches": v.num_patches(),
-                "patch_size": v.patch_size,
-                "num_channels": 3,
-                "hidden_act": activation_name(v.activation),
-                "layer_norm_eps": v.layer_norm_eps,
-                "vision_use_head": true,
-                "attention_dropout": 0.0,
-            },
-        }));
+        vision["num_patches"] = v.num_patches().into();
+    } else {
+        vision["image_size"] = v.image_size.into();
     }
+    let text_kind = format!("{kind}_text_model");
     Ok(serde_json::json!({
-        "architectures": ["SiglipModel"],
-        "model_type": "siglip",
+        "architectures": [architecture],
+        "model_type": kind,
         "initializer_factor": 1.0,
         "dtype": "float32",
-        "text_config": siglip_text_config(config, "siglip_text_model", pad_id, eos_id),
-        "vision_config": {
-            "model_type": "siglip_vision_model",
-            "hidden_size": v.width,
-            "intermediate_size": v.mlp_dim,
-            "num_attention_heads": v.heads,
-            "num_hidden_layers": v.layers,
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "num_channels": 3,
-            "hidden_act": activation_name(v.activation),
-            "layer_norm_eps": v.layer_norm_eps,
-            "vision_use_head": true,
-            "attention_dropout": 0.0,
-        },
+        "text_config": siglip_text_config(config, &text_kind, pad_id, eos_id),
+        "vision_config": vision,
     }))
 }
 
@@ -448,29 +435,22 @@ pub fn to_siglip_config(config: &ClipConfig) -> Result<serde_json::Value, ModelE
 /// at most the native grid's patches (a square image resizes to exactly that grid).
 pub fn to_siglip_preprocessor(config: &ClipConfig) -> serde_json::Value {
     let v = &config.vision;
-    if v.linear_patches {
-        return serde_json::json!({
-            "image_processor_type": "Siglip2ImageProcessor",
-            "do_resize": true,
-            "patch_size": v.patch_size,
-            "max_num_patches": v.num_patches(),
-            "resample": 3,
-            "do_rescale": true,
-            "rescale_factor": 1.0 / 255.0,
-            "do_normalize": true,
-            "image_mean": v.image_mean,
-            "image_std": v.image_std,
-        });
-    }
-    serde_json::json!({
+    let mut pre = serde_json::json!({
         "image_processor_type": "SiglipImageProcessor",
         "do_resize": true,
-        "size": {"height": v.image_size, "width": v.image_size},
         "resample": 3,
         "do_rescale": true,
         "rescale_factor": 1.0 / 255.0,
         "do_normalize": true,
         "image_mean": v.image_mean,
         "image_std": v.image_std,
-    })
+    });
+    if v.linear_patches {
+        pre["image_processor_type"] = "Siglip2ImageProcessor".into();
+        pre["patch_size"] = v.patch_size.into();
+        pre["max_num_patches"] = v.num_patches().into();
+    } else {
+        pre["size"] = serde_json::json!({"height": v.image_size, "width": v.image_size});
+    }
+    pre
 }
