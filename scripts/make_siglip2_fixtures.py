@@ -35,17 +35,11 @@ GRAD_KEYS), plus caption_ids / caption_text_embeds for two captions through hf/'
 
 import json
 import pathlib
-import platform
 import sys
 
-import numpy as np
-import PIL
-import safetensors
 import tokenizers
 import torch
-import transformers
 from PIL import Image
-from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, trainers
 from tokenizers.models import BPE
 from transformers import (AutoTokenizer, Siglip2Config, Siglip2Model, Siglip2Tokenizer,
@@ -131,35 +125,17 @@ def inputs(generator):
     return pixel_values, ids
 
 
-def run(model, pixel_values, ids):
-    model.zero_grad()
+def vision_kwargs(pixel_values):
+    """Siglip2Model's image input at the native 4x4 grid: patches, a full mask, the grid."""
     patches = patchify(pixel_values, 8)
     b = patches.shape[0]
-    vision_kwargs = dict(pixel_values=patches,
-                         pixel_attention_mask=torch.ones(b, patches.shape[1], dtype=torch.long),
-                         spatial_shapes=torch.tensor([[4, 4]] * b))
-    out = model(input_ids=ids, return_loss=True, **vision_kwargs)
-    vision = model.vision_model(**vision_kwargs)
-    text = model.text_model(input_ids=ids)
-    out.loss.backward()
-    params = dict(model.named_parameters())
-    ref = {
-        "input_ids": ids,
-        "pixel_values": pixel_values,
-        "vision_last_hidden": vision.last_hidden_state,
-        "text_last_hidden": text.last_hidden_state,
-        "image_features": vision.pooler_output,
-        "text_features": text.pooler_output,
-        "image_embeds": out.image_embeds,
-        "text_embeds": out.text_embeds,
-        "logit_scale": params["logit_scale"].detach().reshape(1),
-        "logit_bias": params["logit_bias"].detach().reshape(1),
-        "logits_per_image": out.logits_per_image,
-        "loss_sigmoid": out.loss.reshape(1),
-    }
-    for key in GRAD_KEYS:
-        ref[f"grad.{key}"] = params[key].grad
-    return {k: v.detach().contiguous().clone() for k, v in ref.items()}
+    return dict(pixel_values=patches,
+                pixel_attention_mask=torch.ones(b, patches.shape[1], dtype=torch.long),
+                spatial_shapes=torch.tensor([[4, 4]] * b))
+
+
+def run(model, pixel_values, ids):
+    return v1.run(model, pixel_values, ids, vision_kwargs(pixel_values), GRAD_KEYS)
 
 
 def main():
@@ -171,35 +147,10 @@ def main():
     v1.randomize(model, generator)
     pixel_values, ids = inputs(generator)
     ref = run(model, pixel_values, ids)
-    caption_ids = tok(v1.CAPTIONS, padding="max_length", max_length=16, truncation=True,
-                      return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        features = model.get_text_features(input_ids=caption_ids)
-        features = getattr(features, "pooler_output", features)
-    ref["caption_ids"] = caption_ids.contiguous()
-    ref["caption_text_embeds"] = torch.nn.functional.normalize(features, dim=-1).contiguous()
-
-    hf = OUT / "hf"
-    model.save_pretrained(hf)
-    SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(hf)
-    save_file(ref, OUT / "reference-hf.safetensors")
-    again = Siglip2Model.from_pretrained(hf).eval()
-    check = run(again, pixel_values, ids)
-    for key, value in check.items():
-        assert torch.equal(value, ref[key]), key
-
-    versions = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "safetensors": safetensors.__version__,
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-    }
-    (OUT / "VERSIONS.txt").write_text("".join(f"{k} {v}\n" for k, v in versions.items()))
-    print(versions)
-    print({k: tuple(v.shape) for k, v in ref.items()})
+    ref.update(v1.caption_reference(model, tok))
+    v1.save_and_check(model, OUT, ref, Siglip2Model.from_pretrained,
+                      lambda again: run(again, pixel_values, ids),
+                      {"tokenizers": tokenizers.__version__})
 
 
 if __name__ == "__main__":

@@ -148,10 +148,13 @@ def inputs(generator):
     return pixel_values, ids
 
 
-def run(model, pixel_values, ids):
+def run(model, pixel_values, ids, vision_kwargs=None, grad_keys=GRAD_KEYS):
+    """The reference tensors; `vision_kwargs` is what the image tower takes (SigLIP 2:
+    patchified pixels with their grid), `pixel_values` by default."""
+    vision_kwargs = vision_kwargs or dict(pixel_values=pixel_values)
     model.zero_grad()
-    out = model(input_ids=ids, pixel_values=pixel_values, return_loss=True)
-    vision = model.vision_model(pixel_values=pixel_values)
+    out = model(input_ids=ids, return_loss=True, **vision_kwargs)
+    vision = model.vision_model(**vision_kwargs)
     text = model.text_model(input_ids=ids)
     out.loss.backward()
     params = dict(model.named_parameters())
@@ -169,9 +172,47 @@ def run(model, pixel_values, ids):
         "logits_per_image": out.logits_per_image,
         "loss_sigmoid": out.loss.reshape(1),
     }
-    for key in GRAD_KEYS:
+    for key in grad_keys:
         ref[f"grad.{key}"] = params[key].grad
     return {k: v.detach().contiguous().clone() for k, v in ref.items()}
+
+
+def caption_reference(model, tokenizer):
+    """CAPTIONS through `tokenizer` (max_length 16) and their normalised text embeddings."""
+    caption_ids = tokenizer(CAPTIONS, padding="max_length", max_length=16, truncation=True,
+                            return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        features = model.get_text_features(input_ids=caption_ids)
+        features = getattr(features, "pooler_output", features)
+    return {
+        "caption_ids": caption_ids.contiguous(),
+        "caption_text_embeds": torch.nn.functional.normalize(features, dim=-1).contiguous(),
+    }
+
+
+def save_and_check(model, out, ref, reload, rerun, more_versions=None):
+    """Saves `model` and `ref` under `out`, reloads the model with `reload(dir)` and asserts
+    that `rerun(reloaded)` reproduces every tensor; writes VERSIONS.txt (`more_versions` after
+    transformers')."""
+    hf = out / "hf"
+    model.save_pretrained(hf)
+    SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(hf)
+    save_file(ref, out / "reference-hf.safetensors")
+    check = rerun(reload(hf).eval())
+    for key, value in check.items():
+        assert torch.equal(value, ref[key]), key
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        **(more_versions or {}),
+        "safetensors": safetensors.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+    }
+    (out / "VERSIONS.txt").write_text("".join(f"{k} {v}\n" for k, v in versions.items()))
+    print(versions)
+    print({k: tuple(v.shape) for k, v in ref.items()})
 
 
 def main():
@@ -187,35 +228,9 @@ def main():
     by_hand = -torch.nn.functional.logsigmoid(z * logits).sum(-1).mean()
     assert abs(by_hand.item() - ref["loss_sigmoid"].item()) < 1e-5, (by_hand, ref["loss_sigmoid"])
 
-    hf = OUT / "hf"
-    tokenizer = SiglipTokenizer.from_pretrained(hf)
-    caption_ids = tokenizer(CAPTIONS, padding="max_length", max_length=16, truncation=True,
-                            return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        features = model.get_text_features(input_ids=caption_ids)
-        features = getattr(features, "pooler_output", features)
-    ref["caption_ids"] = caption_ids.contiguous()
-    ref["caption_text_embeds"] = torch.nn.functional.normalize(features, dim=-1).contiguous()
-    model.save_pretrained(hf)
-    SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(hf)
-    save_file(ref, OUT / "reference-hf.safetensors")
-
-    again = SiglipModel.from_pretrained(hf).eval()
-    check = run(again, pixel_values, ids)
-    for key, value in check.items():
-        assert torch.equal(value, check[key]), key
-
-    versions = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "safetensors": safetensors.__version__,
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-    }
-    (OUT / "VERSIONS.txt").write_text("".join(f"{k} {v}\n" for k, v in versions.items()))
-    print(versions)
-    print({k: tuple(v.shape) for k, v in ref.items()})
+    ref.update(caption_reference(model, SiglipTokenizer.from_pretrained(OUT / "hf")))
+    save_and_check(model, OUT, ref, SiglipModel.from_pretrained,
+                   lambda again: run(again, pixel_values, ids))
 
 
 if __name__ == "__main__":
