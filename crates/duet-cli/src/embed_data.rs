@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use burn::tensor::{Device, Tensor};
-use duet_data::{FieldSelector, SkipCounts, parse_spec};
+use duet_data::{FieldSelector, SkipCounts, TextTokenizer, parse_spec};
 use duet_model::{ClipConfig, ClipModel, l2_normalize};
 use npyz::WriterBuilder;
 use serde::{Deserialize, Serialize};
@@ -153,10 +153,17 @@ fn embed_shard(
     run: &DataRun<'_>,
     model: &ClipModel,
     clip: &ClipConfig,
+    tokenizer: &TextTokenizer,
     i: usize,
     shard: &str,
 ) -> Result<(usize, SkipCounts)> {
-    let mut loader = duet_eval::eval_loader(shard, FieldSelector::default(), run.batch_size, clip)?;
+    let mut loader = duet_eval::eval_loader(
+        shard,
+        FieldSelector::default(),
+        run.batch_size,
+        clip,
+        tokenizer.clone(),
+    )?;
     let (mut images, mut texts) = (Vec::new(), Vec::new());
     let mut lines = Vec::new();
     let mut n = 0;
@@ -208,8 +215,9 @@ pub fn run(run: &DataRun<'_>, model: &ClipModel, clip: &ClipConfig) -> Result<()
     if shards.is_empty() {
         bail!("--data {}: no shards", run.spec);
     }
-    // A model that cannot tokenize or take these images is refused before any shard.
-    duet_eval::text_tokenizer(clip)?;
+    // A model that cannot tokenize is refused before any shard; the tokenizer (a Gemma
+    // tokenizer.json is 34 MB) is parsed once for every shard.
+    let tokenizer = duet_eval::text_tokenizer(clip)?;
     let manifest = Manifest {
         model: run.model_arg.display().to_string(),
         spec: run.spec.to_owned(),
@@ -224,7 +232,7 @@ pub fn run(run: &DataRun<'_>, model: &ClipModel, clip: &ClipConfig) -> Result<()
             done += 1;
             continue;
         }
-        let (n, skips) = embed_shard(run, model, clip, i, shard)?;
+        let (n, skips) = embed_shard(run, model, clip, &tokenizer, i, shard)?;
         tracing::info!(shard = %shard, samples = n, skipped = skips.total(), "embedded");
         samples += n;
         skipped.merge(&skips);

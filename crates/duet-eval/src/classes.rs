@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use crate::EvalError;
 use crate::embed::eval_loader;
-use crate::text::eval_transform_config;
+use crate::text::{eval_transform_config, text_tokenizer};
 
 /// Where labelled images come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,7 +275,7 @@ pub fn embed_labelled(
                 text: TextField::Field { name: "cls".into() },
                 ..FieldSelector::default()
             };
-            let loader = eval_loader(spec, fields, batch_size, clip)?;
+            let loader = eval_loader(spec, fields, batch_size, clip, text_tokenizer(clip)?)?;
             for batch in loader {
                 let batch = batch.map_err(failed)?;
                 for (key, cls) in batch.keys.iter().zip(&batch.captions) {

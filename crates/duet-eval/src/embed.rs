@@ -3,7 +3,8 @@
 
 use burn::tensor::{Device, Tensor};
 use duet_data::{
-    FieldSelector, ImageTransformConfig, Loader, LoaderConfig, LoaderSource, parse_spec,
+    FieldSelector, ImageTransformConfig, Loader, LoaderConfig, LoaderSource, TextTokenizer,
+    parse_spec,
 };
 use duet_model::{ClipConfig, ClipModel, l2_normalize};
 
@@ -34,13 +35,15 @@ pub struct PairEmbeddings {
     pub skipped: u64,
 }
 
-/// A single-pass, in-order loader over `spec` with `fields`, the eval transform and tokenizer
-/// of `clip`; data errors name `spec`.
+/// A single-pass, in-order loader over `spec` with `fields`, the eval transform of `clip` and
+/// `tokenizer` (its [`text_tokenizer`], built once by callers that open many loaders); data
+/// errors name `spec`.
 pub fn eval_loader(
     spec: &str,
     fields: FieldSelector,
     batch_size: usize,
     clip: &ClipConfig,
+    tokenizer: TextTokenizer,
 ) -> Result<Loader, EvalError> {
     let data = |source| EvalError::Data {
         spec: spec.to_owned(),
@@ -48,7 +51,6 @@ pub fn eval_loader(
     };
     let parsed = parse_spec(spec, None).map_err(data)?;
     let source = LoaderSource::from_spec(&parsed).map_err(data)?;
-    let tokenizer = text_tokenizer(clip)?;
     let config = LoaderConfig {
         fields,
         ..LoaderConfig::single_pass(
@@ -67,7 +69,13 @@ pub fn embed_pairs(
     source: &PairSource,
     device: &Device,
 ) -> Result<PairEmbeddings, EvalError> {
-    let mut loader = eval_loader(&source.spec, source.fields.clone(), source.batch_size, clip)?;
+    let mut loader = eval_loader(
+        &source.spec,
+        source.fields.clone(),
+        source.batch_size,
+        clip,
+        text_tokenizer(clip)?,
+    )?;
     let (mut images, mut texts, mut keys) = (Vec::new(), Vec::new(), Vec::new());
     for batch in loader.by_ref() {
         let batch = batch.map_err(|e| EvalError::Data {
