@@ -13,10 +13,11 @@
 //!   resumable ([`Loader`], [`LoaderCursor`]);
 //! - [`mod@write`]: the other direction, shards as img2dataset writes them ([`write::ShardWriter`]);
 //! - [`filter`]: curation decisions (DataComp's basic filter, top fraction by score, MetaCLIP
-//!   balancing).
+//!   balancing, the language test) and [`dedup`]: near duplicates by embedding (SemDeDup).
 
 pub mod batch;
 pub mod decode;
+pub mod dedup;
 mod error;
 pub mod filter;
 pub mod normalize;
@@ -32,8 +33,9 @@ pub mod write;
 
 pub use batch::{images_to_tensor, tokens_to_tensor};
 pub use decode::{DecodeConfig, PIL_MAX_IMAGE_PIXELS, decode_rgb8, image_extension};
+pub use dedup::{NearDedup, near_duplicates};
 pub use error::DataError;
-pub use filter::{Balancer, BasicFilter, DropReason, top_fraction};
+pub use filter::{Balancer, BasicFilter, DropReason, UnknownLanguage, top_fraction};
 /// The decoded image type ([`image::RgbImage`]), re-exported so callers need no `image` dependency.
 pub use image::RgbImage;
 pub use normalize::{Normalize, OPENAI_MEAN, OPENAI_STD, Pixels};

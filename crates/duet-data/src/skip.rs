@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::filter::DropReason;
+
 /// Every reason the loader drops data. The run goes on; the counts are reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -32,6 +34,16 @@ pub enum SkipReason {
     DuplicateKey,
     /// The tokenizer failed on the caption.
     UntokenizableCaption,
+    /// `[data.filter]`: fewer caption words than `min_words`.
+    FilteredTooFewWords,
+    /// `[data.filter]`: fewer caption characters than `min_chars`.
+    FilteredTooShortCaption,
+    /// `[data.filter]`: the caption's language is not one of `languages`.
+    FilteredWrongLanguage,
+    /// `[data.filter]`: the image's shorter side is under `min_side`.
+    FilteredImageTooSmall,
+    /// `[data.filter]`: the image is more elongated than `max_aspect`.
+    FilteredExtremeAspectRatio,
 }
 
 impl SkipReason {
@@ -49,7 +61,41 @@ impl SkipReason {
             Self::ImageTooLarge => "image_too_large",
             Self::DuplicateKey => "duplicate_key",
             Self::UntokenizableCaption => "untokenizable_caption",
+            Self::FilteredTooFewWords => "filtered_too_few_words",
+            Self::FilteredTooShortCaption => "filtered_too_short_caption",
+            Self::FilteredWrongLanguage => "filtered_wrong_language",
+            Self::FilteredImageTooSmall => "filtered_image_too_small",
+            Self::FilteredExtremeAspectRatio => "filtered_extreme_aspect_ratio",
         }
+    }
+
+    /// Whether `[data.filter]` dropped the sample (policy, not broken data).
+    pub fn is_filtered(self) -> bool {
+        matches!(
+            self,
+            Self::FilteredTooFewWords
+                | Self::FilteredTooShortCaption
+                | Self::FilteredWrongLanguage
+                | Self::FilteredImageTooSmall
+                | Self::FilteredExtremeAspectRatio
+        )
+    }
+
+    /// The skip a [`crate::BasicFilter`] decision is counted as in a loader; `None` for the
+    /// decisions that need the whole dataset (scores, balancing, duplicates).
+    pub fn filtered(reason: DropReason) -> Option<Self> {
+        Some(match reason {
+            DropReason::TooFewWords => Self::FilteredTooFewWords,
+            DropReason::TooShortCaption => Self::FilteredTooShortCaption,
+            DropReason::WrongLanguage => Self::FilteredWrongLanguage,
+            DropReason::ImageTooSmall => Self::FilteredImageTooSmall,
+            DropReason::ExtremeAspectRatio => Self::FilteredExtremeAspectRatio,
+            DropReason::LowScore
+            | DropReason::NotInTopFraction
+            | DropReason::Balanced
+            | DropReason::ExactDuplicate
+            | DropReason::NearDuplicate => return None,
+        })
     }
 }
 
@@ -95,7 +141,10 @@ impl SkipCounts {
 /// Logs the `count`-th skip for `reason`, rate-limited: the first three of each reason, then
 /// the 10th, 100th, 1000th, … so that a shard of broken images cannot flood the log.
 pub(crate) fn log_skip(reason: SkipReason, count: u64, detail: &str) {
-    if count <= 3 || is_power_of_ten(count) {
+    // A filter's drops are the configured policy, not broken data: counted, not warned about.
+    if reason.is_filtered() {
+        tracing::debug!(%reason, count, "filtered: {detail}");
+    } else if count <= 3 || is_power_of_ten(count) {
         tracing::warn!(%reason, count, "skipped: {detail}");
     }
 }

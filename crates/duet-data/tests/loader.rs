@@ -117,14 +117,18 @@ fn single_pass_yields_every_good_sample_once_in_shard_order() {
 }
 
 fn check_resume(sampling: Sampling, batch_size: usize, total: usize, cuts: &[usize]) {
-    let config = train_config(batch_size, sampling);
-    let full = take(&config, source(&train_spec()), None, total);
+    check_resume_with(&train_config(batch_size, sampling), total, cuts);
+}
+
+fn check_resume_with(config: &LoaderConfig, total: usize, cuts: &[usize]) {
+    let (config, sampling) = (config, config.sampling);
+    let full = take(config, source(&train_spec()), None, total);
     assert_eq!(full.len(), total);
     for &cut in cuts {
         // The cursor of batch `cut - 1`, through JSON as a checkpoint stores it.
         let json = serde_json::to_string(&full[cut - 1].cursor).expect("serialises");
         let cursor: LoaderCursor = serde_json::from_str(&json).expect("parses");
-        let resumed = take(&config, source(&train_spec()), Some(&cursor), total - cut);
+        let resumed = take(config, source(&train_spec()), Some(&cursor), total - cut);
         assert_eq!(resumed.len(), total - cut, "{sampling:?} cut {cut}");
         for (i, (a, b)) in full[cut..].iter().zip(&resumed).enumerate() {
             assert!(
@@ -150,6 +154,72 @@ fn exact_resume_is_bit_exact_at_many_cut_points_across_an_epoch_end() {
 #[test]
 fn resampled_resume_is_bit_exact() {
     check_resume(Sampling::Resampled, 40, 16, &[1, 5, 11, 15]);
+}
+
+#[test]
+fn a_filtered_stream_keeps_exactly_the_passing_samples_and_resumes_exactly() {
+    // The unfiltered single pass gives every caption; `min_words = 8` keeps the captions of at
+    // least 8 whitespace-separated words, in the same order, and counts the rest as
+    // `filtered_too_few_words`.
+    let all: Vec<Batch> =
+        Loader::start(&eval_config(100), source(&train_spec()), tokenizer(), None)
+            .expect("starts")
+            .map(|b| b.expect("a batch"))
+            .collect();
+    let want: Vec<&String> = all
+        .iter()
+        .flat_map(|b| b.keys.iter().zip(&b.captions))
+        .filter(|(_, c)| c.split_whitespace().count() >= 8)
+        .map(|(k, _)| k)
+        .collect();
+    let filter = duet_data::BasicFilter {
+        min_words: Some(8),
+        ..Default::default()
+    };
+    let config = LoaderConfig {
+        filter: filter.clone(),
+        ..eval_config(100)
+    };
+    let kept: Vec<Batch> = Loader::start(&config, source(&train_spec()), tokenizer(), None)
+        .expect("starts")
+        .map(|b| b.expect("a batch"))
+        .collect();
+    let got: Vec<&String> = kept.iter().flat_map(|b| &b.keys).collect();
+    assert_eq!(got, want);
+    // Neither none nor all: the bound really splits the sample.
+    assert!(
+        want.len() > 100 && want.len() < TRAIN_SAMPLES - 100,
+        "{}",
+        want.len()
+    );
+    let skipped = kept.last().expect("batches").cursor.skipped();
+    assert_eq!(
+        skipped.get(SkipReason::FilteredTooFewWords) as usize,
+        TRAIN_SAMPLES - want.len()
+    );
+    // A shuffled, filtered training stream resumes bit for bit across an epoch end.
+    let train = LoaderConfig {
+        filter,
+        ..train_config(30, Sampling::Exact)
+    };
+    let per_epoch = want.len() / 30;
+    check_resume_with(&train, per_epoch + 3, &[1, per_epoch - 1, per_epoch + 1]);
+    // A language code whatlang does not know is refused before any work, naming the key.
+    let bad = LoaderConfig {
+        filter: duet_data::BasicFilter {
+            languages: Some(vec!["english".into()]),
+            ..Default::default()
+        },
+        ..eval_config(10)
+    };
+    let Err(error) = Loader::start(&bad, source(&train_spec()), tokenizer(), None) else {
+        panic!("an unknown language code was accepted");
+    };
+    let error = error.to_string();
+    assert!(
+        error.contains("filter.languages") && error.contains("english"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -63,6 +63,7 @@ pub fn loader_config(config: &TrainConfig, clip: &ClipConfig, per_slot: usize) -
         shuffle_buffer: data.shuffle_buffer,
         readers: data.readers,
         fields: data.fields(),
+        filter: data.filter.clone(),
         ..LoaderConfig::train(per_slot, config.train.seed, transform)
     };
     if data.decode_threads > 0 {

@@ -21,7 +21,9 @@ use super::sequencer::{Sequencer, SequencerConfig, SequencerState};
 use crate::reader::ShardReader;
 use crate::source::ShardStore;
 use crate::transform::ImageTransformConfig;
-use crate::{DataError, DecodeConfig, FieldSelector, SampleRef, SkipCounts, TextTokenizer};
+use crate::{
+    BasicFilter, DataError, DecodeConfig, FieldSelector, SampleRef, SkipCounts, TextTokenizer,
+};
 
 /// Raw samples processed per parallel chunk, per decode thread.
 const CHUNK_PER_THREAD: usize = 16;
@@ -61,6 +63,10 @@ pub struct LoaderConfig {
     /// Resampled streams: this many skipped samples in a row stop the run with
     /// [`DataError::NoSamples`] instead of spinning forever on broken data.
     pub max_skipped_in_a_row: u64,
+    /// Curation on the fly: samples breaking a bound are skipped (counted as
+    /// `filtered_<reason>`), a pure function of the sample, so cursors stay exact.
+    #[serde(default, skip_serializing_if = "BasicFilter::is_none")]
+    pub filter: BasicFilter,
 }
 
 impl LoaderConfig {
@@ -83,6 +89,7 @@ impl LoaderConfig {
             decode: DecodeConfig::default(),
             transform,
             max_skipped_in_a_row: 100_000,
+            filter: BasicFilter::default(),
         }
     }
 
@@ -133,6 +140,13 @@ impl LoaderConfig {
                 field: "epochs",
                 value: format!("{:?}", self.epochs),
                 reason: "resampled streams are endless; count steps instead",
+            });
+        }
+        if let Err(unknown) = self.filter.validate() {
+            return Err(DataError::InvalidConfig {
+                field: "filter.languages",
+                value: unknown.code,
+                reason: "is not an ISO 639-3 code whatlang knows (eng, deu, fra, spa, cmn, jpn, …)",
             });
         }
         self.transform.init().map(drop)
@@ -259,6 +273,7 @@ impl Loader {
             decode: config.decode,
             transform: config.transform.init()?,
             tokenizer,
+            filter: config.filter.clone(),
             seed: rank_seed(config.seed, config.rank),
         };
         let threads = config.decode_threads;

@@ -12,8 +12,8 @@ use super::plan::{rng, stream};
 use crate::normalize::Pixels;
 use crate::transform::ImageTransform;
 use crate::{
-    DataError, DecodeConfig, FieldSelector, RawSample, SampleRef, SkipReason, TextTokenizer,
-    decode_rgb8,
+    BasicFilter, DataError, DecodeConfig, FieldSelector, RawSample, SampleRef, SkipReason,
+    TextTokenizer, decode_rgb8,
 };
 
 /// ChaCha8 words reserved per sample: a RandomResizedCrop draws at most 10 x (2 f64) + 2 u32,
@@ -53,6 +53,7 @@ pub(crate) struct Processor {
     pub decode: DecodeConfig,
     pub transform: ImageTransform,
     pub tokenizer: TextTokenizer,
+    pub filter: BasicFilter,
     pub seed: u64,
 }
 
@@ -64,6 +65,14 @@ impl Processor {
             Ok(selected) => selected,
             Err(reason) => return Processed::Skipped(reason, origin()),
         };
+        // The caption bounds before the decode they would waste.
+        if let Some(skip) = self
+            .filter
+            .check_caption(&selected.caption)
+            .and_then(SkipReason::filtered)
+        {
+            return Processed::Skipped(skip, origin());
+        }
         let image = match decode_rgb8(selected.image, &raw.key, &self.decode) {
             Ok(image) => image,
             Err(error) => {
@@ -74,6 +83,13 @@ impl Processor {
                 return Processed::Skipped(reason, format!("{}: {error}", origin()));
             }
         };
+        if let Some(skip) = self
+            .filter
+            .check_size(image.width(), image.height())
+            .and_then(SkipReason::filtered)
+        {
+            return Processed::Skipped(skip, origin());
+        }
         let mut augment = self.augment_rng(epoch, ordinal);
         let pixels = match self.transform.resample(&image, &mut augment) {
             Ok(pixels) => pixels,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use duet_data::{FieldSelector, Sampling, TextField};
+use duet_data::{BasicFilter, FieldSelector, Sampling, TextField};
 use duet_model::Precision;
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,11 @@ pub struct DataSection {
     /// launcher: one stream, as ever). Fixed for the life of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slots: Option<usize>,
+    /// `[data.filter]`: curation on the fly — DataComp's basic bounds (`min_words`,
+    /// `min_chars`, `languages`, `min_side`, `max_aspect`), each optional; a sample breaking one
+    /// is skipped and counted as `filtered_<reason>`, the cursor stays exact.
+    #[serde(default, skip_serializing_if = "BasicFilter::is_none")]
+    pub filter: BasicFilter,
 }
 
 impl DataSection {

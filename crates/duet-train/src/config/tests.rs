@@ -100,6 +100,22 @@ batch_size = 32
     }
 
     #[test]
+    fn data_filter_takes_the_basic_bounds_and_names_a_bad_one() {
+        let text = format!(
+            "{MINIMAL}[data.filter]\nmin_words = 3\nlanguages = [\"eng\"]\nmax_aspect = 3.0\n"
+        );
+        let c = parse(&text, &[]).expect("valid");
+        assert_eq!(c.data.filter.min_words, Some(3));
+        assert_eq!(c.data.filter.languages, Some(vec!["eng".to_string()]));
+        assert_eq!(c.data.filter.min_side, None);
+        let message = error(&text, &["data.filter.languages=[\"en\"]"]);
+        assert!(message.contains("data.filter.languages"), "{message}");
+        assert!(message.contains("\"en\""), "{message}");
+        let message = error(&format!("{MINIMAL}[data.filter]\nmin_word = 3\n"), &[]);
+        assert!(message.contains("min_word"), "{message}");
+    }
+
+    #[test]
     fn bad_shard_spec_names_data_train() {
         let message = error(MINIMAL, &["data.train=\"a/{0..2.tar\""]);
         assert!(message.starts_with("data.train"), "{message}");

@@ -33,6 +33,12 @@ impl TrainConfig {
                 "must be at least 1, got 0",
             ));
         }
+        if let Err(unknown) = self.data.filter.validate() {
+            return Err(TrainError::invalid(
+                "data.filter.languages",
+                unknown.to_string(),
+            ));
+        }
         let t = &self.train;
         if !(t.loss_scale.is_finite() && t.loss_scale > 0.0) {
             return Err(TrainError::invalid(
