@@ -11,7 +11,10 @@
 //! sniffed format), the caption as `key.txt` — renamed into place when complete, so a rerun
 //! skips the finished tars (`OUT/curate-settings.json` refuses a rerun with other settings).
 //! `OUT/curate.json` reports the counts kept and dropped by reason,
-//! the skipped samples by reason, and score quantiles.
+//! the skipped samples by reason, and score quantiles; `OUT/scores.png` is the score histogram,
+//! kept and dropped pairs stacked. With `--dedup-near`, the image embeddings of the whole spec
+//! are held for the search (`n · embed_dim · 4` bytes; `duet_data::dedup` never forms an
+//! `n × n` matrix).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,6 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use burn::tensor::Device;
 use clap::Args;
+use duet_data::dedup::{NearDedup, near_duplicates};
 use duet_data::filter::{Balancer, BasicFilter, DropReason, top_fraction};
 use duet_data::{FieldSelector, LoaderSource, ReadEvent, SkipCounts, image_extension, parse_spec};
 use serde::{Deserialize, Serialize};
@@ -44,8 +48,8 @@ pub struct CurateArgs {
     /// Keep this fraction of the spec's pairs, the highest CLIP scores (ties to the earlier).
     #[arg(long, value_parser = parse_fraction)]
     top_fraction: Option<f64>,
-    /// DataComp's basic filter: at least 3 words and 6 characters, shorter side 200 px, aspect
-    /// ratio 3 (no language test); the single bounds below override its values.
+    /// DataComp's basic filter: at least 3 words and 6 characters, English (by whatlang), shorter
+    /// side 200 px, aspect ratio 3; the single bounds below override its values.
     #[arg(long)]
     datacomp_basic: bool,
     /// Fewest words in the caption.
@@ -60,6 +64,10 @@ pub struct CurateArgs {
     /// Largest longer-to-shorter side ratio.
     #[arg(long)]
     max_aspect: Option<f64>,
+    /// Keep captions of this language (ISO 639-3, as whatlang detects it: eng, deu, …);
+    /// repeat for several.
+    #[arg(long = "language", value_name = "CODE")]
+    languages: Vec<String>,
     /// MetaCLIP balancing: a file of metadata entries, one per line.
     #[arg(long, value_name = "FILE", requires = "balance_threshold")]
     metadata: Option<PathBuf>,
@@ -69,7 +77,15 @@ pub struct CurateArgs {
     /// Drop a pair whose image bytes (SHA-256) equal an earlier pair's, in spec order.
     #[arg(long)]
     dedup_exact: bool,
-    /// Seed of the balancing draws.
+    /// Drop a pair whose image embedding has a cosine above this with an earlier pair's of the
+    /// same k-means cluster (SemDeDup; e.g. 0.95).
+    #[arg(long, value_name = "COSINE")]
+    dedup_near: Option<f32>,
+    /// k-means clusters of the near-duplicate search; default one per 10,000 pairs. Each pair
+    /// is compared with the earlier pairs of its cluster only; 1 compares every pair.
+    #[arg(long, requires = "dedup_near", value_parser = clap::value_parser!(u32).range(1..))]
+    dedup_clusters: Option<u32>,
+    /// Seed of the balancing draws and the k-means seeding.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Pairs per forward pass.
@@ -117,6 +133,8 @@ struct Report {
     score_quantiles: BTreeMap<&'static str, f32>,
     /// The score the top-fraction filter's last kept pair has, if that filter ran.
     top_fraction_threshold: Option<f32>,
+    /// The k-means clusters the near-duplicate search used, if it ran.
+    near_duplicate_clusters: Option<usize>,
     balance_counts: Option<BTreeMap<String, u64>>,
 }
 
@@ -147,6 +165,10 @@ pub fn run(args: CurateArgs) -> Result<()> {
     basic.min_chars = args.min_chars.or(basic.min_chars);
     basic.min_side = args.min_side.or(basic.min_side);
     basic.max_aspect = args.max_aspect.or(basic.max_aspect);
+    if !args.languages.is_empty() {
+        basic.languages = Some(args.languages.clone());
+    }
+    basic.validate().context("--language")?;
     let entries = match &args.metadata {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -178,6 +200,8 @@ pub fn run(args: CurateArgs) -> Result<()> {
         "balance_threshold": args.balance_threshold,
         "seed": args.seed,
         "dedup_exact": args.dedup_exact,
+        "dedup_near": args.dedup_near,
+        "dedup_clusters": args.dedup_clusters,
     });
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -216,6 +240,8 @@ pub fn run(args: CurateArgs) -> Result<()> {
     // Pass 2: scores and decisions over the whole spec.
     let mut rows: Vec<(usize, Saved)> = Vec::new();
     let mut scores = Vec::new();
+    // The image embeddings, kept for the near-duplicate search only.
+    let mut kept_images: Vec<f32> = Vec::new();
     let mut skipped = SkipCounts::default();
     for i in 0..shards.len() {
         let stem = embeddings.join(format!("{i:05}"));
@@ -238,6 +264,9 @@ pub fn run(args: CurateArgs) -> Result<()> {
             "{}: embeddings and rows disagree; delete the directory and run again",
             stem.display()
         );
+        if args.dedup_near.is_some() {
+            kept_images.extend_from_slice(&images);
+        }
         for (j, row) in saved.into_iter().enumerate() {
             let (a, b) = (
                 &images[j * dim..(j + 1) * dim],
@@ -247,6 +276,11 @@ pub fn run(args: CurateArgs) -> Result<()> {
             rows.push((i, row));
         }
     }
+    ensure!(
+        !rows.is_empty(),
+        "--data {}: no usable pairs to curate (skipped: {skipped})",
+        args.data
+    );
     let top = args.top_fraction.map(|f| top_fraction(&scores, f));
     let top_threshold = top.as_ref().and_then(|kept| {
         kept.iter()
@@ -270,12 +304,31 @@ pub fn run(args: CurateArgs) -> Result<()> {
     } else {
         HashSet::new()
     };
+    let (near, clusters) = match args.dedup_near {
+        Some(threshold) => {
+            let clusters = args
+                .dedup_clusters
+                .map_or(rows.len().div_ceil(10_000).max(1), |k| k as usize);
+            let config = NearDedup {
+                threshold,
+                clusters,
+                iterations: 20,
+                seed: args.seed,
+            };
+            let dim = loaded.config.embed_dim;
+            (near_duplicates(&kept_images, dim, &config), Some(clusters))
+        }
+        None => (vec![false; rows.len()], None),
+    };
+    drop(kept_images);
     let mut dropped: BTreeMap<DropReason, usize> = BTreeMap::new();
     let mut keep: HashSet<(usize, u64)> = HashSet::new();
+    let mut kept_flags = Vec::with_capacity(rows.len());
     for (ordinal, (i, row)) in rows.iter().enumerate() {
         let reason = duplicates
             .contains(&(*i, row.index))
             .then_some(DropReason::ExactDuplicate)
+            .or_else(|| near[ordinal].then_some(DropReason::NearDuplicate))
             .or_else(|| basic.check(&row.caption, row.width, row.height))
             .or_else(|| {
                 args.min_score
@@ -294,6 +347,7 @@ pub fn run(args: CurateArgs) -> Result<()> {
                     .is_some_and(|b| !b.keep(&row.caption, ordinal as u64))
                     .then_some(DropReason::Balanced)
             });
+        kept_flags.push(reason.is_none());
         match reason {
             Some(reason) => *dropped.entry(reason).or_default() += 1,
             None => {
@@ -337,6 +391,7 @@ pub fn run(args: CurateArgs) -> Result<()> {
         skipped,
         score_quantiles,
         top_fraction_threshold: top_threshold,
+        near_duplicate_clusters: clusters,
         balance_counts: balancer.map(|b| {
             b.counts()
                 .into_iter()
@@ -344,6 +399,16 @@ pub fn run(args: CurateArgs) -> Result<()> {
                 .collect()
         }),
     };
+    let histogram = args.out.join("scores.png");
+    if scores.iter().any(|s| s.is_finite()) {
+        crate::histogram::draw(
+            &scores,
+            &kept_flags,
+            args.min_score.or(top_threshold),
+            &histogram,
+        )
+        .with_context(|| format!("drawing {}", histogram.display()))?;
+    }
     let path = args.out.join("curate.json");
     std::fs::write(
         &path,

@@ -8,6 +8,7 @@ mod embed;
 mod embed_data;
 mod eval;
 mod export;
+mod histogram;
 mod job;
 mod model_arg;
 mod output;

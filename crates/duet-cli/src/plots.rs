@@ -22,12 +22,12 @@ use serde_json::Value;
 /// DejaVu Sans 2.37 (see `assets/README.md`): with plotters' `ab_glyph` feature text is drawn
 /// from registered fonts only, so charts render the same on a machine without system fonts.
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-const SIZE: (u32, u32) = (800, 500);
+pub(crate) const SIZE: (u32, u32) = (800, 500);
 /// Beyond this many points per series, markers would merge into a blob that hides the line's
 /// noise; the line alone is drawn.
 const MAX_MARKED_POINTS: usize = 200;
 /// matplotlib's tab10, so lines of one chart stay distinguishable.
-const COLORS: [RGBColor; 10] = [
+pub(crate) const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -419,7 +419,7 @@ fn format_tick(value: f64, decimals: usize) -> String {
 }
 
 /// Registers [`FONT`] as plotters' `sans-serif` once per process.
-fn register_bundled_font() -> Result<()> {
+pub(crate) fn register_bundled_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok =
         *REGISTERED.get_or_init(|| register_font("sans-serif", FontStyle::Normal, FONT).is_ok());
