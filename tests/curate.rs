@@ -437,3 +437,80 @@ fn curate_killed_and_run_again_writes_the_same_output() {
         before
     );
 }
+
+#[test]
+fn curate_reports_broken_samples_per_reason_and_refuses_a_spec_without_pairs() {
+    // crates/duet-data's bad-input tar (its MANIFEST.json): 3 good samples of 9, one skip each
+    // for 7 reasons; no filter set, so the 3 are kept and the 7 reported.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let out = tmp.path().join("cur");
+    let args = |data: &str, out: &Path| -> Vec<String> {
+        [
+            "curate",
+            "--model",
+            "tests/fixtures/clip-tiny/hf",
+            "--data",
+            data,
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    ok(&strs(&args(
+        "crates/duet-data/tests/fixtures/bad/mixed.tar",
+        &out,
+    )));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("curate.json")).expect("report"))
+            .expect("json");
+    assert_eq!(
+        (report["pairs"].as_u64(), report["kept"].as_u64()),
+        (Some(3), Some(3))
+    );
+    for reason in [
+        "missing_image",
+        "missing_caption",
+        "caption_not_utf8",
+        "empty_image",
+        "undecodable_image",
+        "image_too_large",
+        "duplicate_key",
+    ] {
+        assert_eq!(report["skipped"][reason], 1, "{reason}: {report}");
+    }
+    // A shard of only broken samples is a shard of 0 pairs, its skips reported, and the spec's
+    // other shards go on; a spec of only such shards is an error naming it, no shards written.
+    let dir = tmp.path().join("two");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::copy(
+        root().join("datasets/sample/val/00000.tar"),
+        dir.join("00000.tar"),
+    )
+    .expect("copy");
+    let broken = dir.join("00001.tar");
+    let mut tar = tar::Builder::new(std::fs::File::create(&broken).expect("tar"));
+    for (name, bytes) in [("a.jpg", &b"html"[..]), ("a.txt", &b"cat"[..])] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, bytes).expect("member");
+    }
+    tar.finish().expect("tar");
+    let both = tmp.path().join("both");
+    let spec = format!("{}/{{00000..00001}}.tar", dir.display());
+    ok(&strs(&args(&spec, &both)));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(both.join("curate.json")).expect("report"))
+            .expect("json");
+    assert_eq!(report["kept"], 132, "{report}");
+    assert_eq!(report["skipped"]["undecodable_image"], 1, "{report}");
+    assert!(tar_members(&both.join("shards/00001.tar")).is_empty());
+    let none = tmp.path().join("none");
+    fails_with(
+        &strs(&args(broken.to_str().expect("utf-8"), &none)),
+        &["no usable pairs", "undecodable_image=1"],
+    );
+    assert!(!none.join("shards").exists());
+}

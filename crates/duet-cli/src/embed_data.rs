@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use burn::tensor::{Device, Tensor};
-use duet_data::{FieldSelector, SkipCounts, TextTokenizer, parse_spec};
+use duet_data::{DataError, FieldSelector, SkipCounts, TextTokenizer, parse_spec};
 use duet_model::{ClipConfig, ClipModel, l2_normalize};
 use npyz::WriterBuilder;
 use serde::{Deserialize, Serialize};
@@ -167,8 +167,18 @@ fn embed_shard(
     let (mut images, mut texts) = (Vec::new(), Vec::new());
     let mut lines = Vec::new();
     let mut n = 0;
+    let mut empty_skips = None;
     for batch in loader.by_ref() {
-        let batch = batch.with_context(|| format!("reading {shard}"))?;
+        let batch = match batch {
+            Ok(batch) => batch,
+            // A shard of only broken samples (or an unreachable one) is a shard of 0 rows with
+            // its skips reported, as training goes past it; the spec's other shards go on.
+            Err(DataError::NoSamples { skipped, .. }) => {
+                empty_skips = Some(skipped);
+                break;
+            }
+            Err(error) => return Err(error).with_context(|| format!("reading {shard}")),
+        };
         images.extend(values(l2_normalize(
             model.encode_image(batch.images_tensor(run.device)),
         ))?);
@@ -188,7 +198,7 @@ fn embed_shard(
         }
         n += batch.len();
     }
-    let skipped = loader.skipped().clone();
+    let skipped = empty_skips.unwrap_or_else(|| loader.skipped().clone());
     let dim = clip.embed_dim;
     let stem = run.out.join(format!("{i:05}"));
     let path = |suffix: &str| PathBuf::from(format!("{}.{suffix}", stem.display()));

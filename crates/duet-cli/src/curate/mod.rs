@@ -2,11 +2,11 @@
 //! kept samples as webdataset tars, with a report (issue 17).
 //!
 //! Passes, each resumable: (1) `duet embed --data` into `OUT/embeddings/` (finished shards are
-//! kept); (2) with `--dedup-exact`, the SHA-256 of every good sample's image bytes, in spec
-//! order (the raw shards streamed once more, nothing decoded), then every good sample's CLIP
-//! score (the cosine of its two embeddings, read back from
-//! the saved `.npy` files) and the filters' decisions, over the whole spec, so "top fraction"
-//! sees every score; (3) per input shard `i`, its raw samples streamed again and the kept ones
+//! kept); (2) every good sample's CLIP score (the cosine of its two embeddings, read back from
+//! the saved `.npy` files, `saved.rs`), with `--dedup-exact` the SHA-256 of every good sample's
+//! image bytes in spec order (the raw shards streamed once more, nothing decoded, `raw.rs`),
+//! with `--dedup-near` the SemDeDup search on the saved image embeddings, and the filters'
+//! decisions, over the whole spec, so "top fraction" sees every score; (3) per input shard `i`, its raw samples streamed again and the kept ones
 //! written to `OUT/shards/{i:05}.tar` — the image bytes as they were (member `key.<ext>` by the
 //! sniffed format), the caption as `key.txt` — renamed into place when complete, so a rerun
 //! skips the finished tars (`OUT/curate-settings.json` refuses a rerun with other settings).
@@ -16,17 +16,22 @@
 //! are held for the search (`n · embed_dim · 4` bytes; `duet_data::dedup` never forms an
 //! `n × n` matrix).
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+mod raw;
+mod saved;
 
-use anyhow::{Context, Result, bail, ensure};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, ensure};
 use burn::tensor::Device;
 use clap::Args;
 use duet_data::dedup::{NearDedup, near_duplicates};
 use duet_data::filter::{Balancer, BasicFilter, DropReason, top_fraction};
-use duet_data::{FieldSelector, LoaderSource, ReadEvent, SkipCounts, image_extension, parse_spec};
-use serde::{Deserialize, Serialize};
+use duet_data::{SkipCounts, parse_spec};
+use serde::Serialize;
 
+use self::raw::{exact_duplicates, write_kept};
+use self::saved::Saved;
 use crate::backend::DeviceKind;
 use crate::embed_data::{DataRun, NpyDtype};
 
@@ -105,20 +110,6 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
     }
 }
 
-/// One saved row of `embeddings/{i:05}.jsonl`.
-#[derive(Debug, Deserialize)]
-struct Saved {
-    caption: String,
-    width: u32,
-    height: u32,
-    index: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct SavedReport {
-    skipped: SkipCounts,
-}
-
 /// `curate.json`.
 #[derive(Debug, Serialize)]
 struct Report {
@@ -136,13 +127,6 @@ struct Report {
     /// The k-means clusters the near-duplicate search used, if it ran.
     near_duplicate_clusters: Option<usize>,
     balance_counts: Option<BTreeMap<String, u64>>,
-}
-
-fn read_npy(path: &Path) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}", path.display()))?;
-    npy.into_vec::<f32>()
-        .with_context(|| format!("{}: not float32", path.display()))
 }
 
 fn quantile(sorted: &[f32], q: f64) -> f32 {
@@ -238,44 +222,17 @@ pub fn run(args: CurateArgs) -> Result<()> {
     crate::embed_data::run(&run, &loaded.model, &loaded.config)?;
 
     // Pass 2: scores and decisions over the whole spec.
-    let mut rows: Vec<(usize, Saved)> = Vec::new();
-    let mut scores = Vec::new();
-    // The image embeddings, kept for the near-duplicate search only.
-    let mut kept_images: Vec<f32> = Vec::new();
-    let mut skipped = SkipCounts::default();
-    for i in 0..shards.len() {
-        let stem = embeddings.join(format!("{i:05}"));
-        let path = |suffix: &str| PathBuf::from(format!("{}.{suffix}", stem.display()));
-        let images = read_npy(&path("images.npy"))?;
-        let texts = read_npy(&path("texts.npy"))?;
-        let report: SavedReport = serde_json::from_str(
-            &std::fs::read_to_string(path("json")).context("reading a shard report")?,
-        )?;
-        skipped.merge(&report.skipped);
-        let lines = std::fs::read_to_string(path("jsonl")).context("reading a shard's rows")?;
-        let saved: Vec<Saved> = lines
-            .lines()
-            .map(serde_json::from_str)
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("{}", path("jsonl").display()))?;
-        let dim = loaded.config.embed_dim;
-        ensure!(
-            images.len() == saved.len() * dim && texts.len() == images.len(),
-            "{}: embeddings and rows disagree; delete the directory and run again",
-            stem.display()
-        );
-        if args.dedup_near.is_some() {
-            kept_images.extend_from_slice(&images);
-        }
-        for (j, row) in saved.into_iter().enumerate() {
-            let (a, b) = (
-                &images[j * dim..(j + 1) * dim],
-                &texts[j * dim..(j + 1) * dim],
-            );
-            scores.push(a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>());
-            rows.push((i, row));
-        }
-    }
+    let Saved {
+        rows,
+        scores,
+        images,
+        skipped,
+    } = saved::read(
+        &embeddings,
+        shards.len(),
+        loaded.config.embed_dim,
+        args.dedup_near.is_some(),
+    )?;
     ensure!(
         !rows.is_empty(),
         "--data {}: no usable pairs to curate (skipped: {skipped})",
@@ -316,11 +273,11 @@ pub fn run(args: CurateArgs) -> Result<()> {
                 seed: args.seed,
             };
             let dim = loaded.config.embed_dim;
-            (near_duplicates(&kept_images, dim, &config), Some(clusters))
+            (near_duplicates(&images, dim, &config), Some(clusters))
         }
         None => (vec![false; rows.len()], None),
     };
-    drop(kept_images);
+    drop(images);
     let mut dropped: BTreeMap<DropReason, usize> = BTreeMap::new();
     let mut keep: HashSet<(usize, u64)> = HashSet::new();
     let mut kept_flags = Vec::with_capacity(rows.len());
@@ -422,81 +379,4 @@ pub fn run(args: CurateArgs) -> Result<()> {
         "curated"
     );
     Ok(())
-}
-
-/// The good samples (`good`: `(shard, position)`) whose image bytes equal an earlier good
-/// sample's, in spec order; SHA-256 over the selected image field's bytes.
-fn exact_duplicates(
-    shards: &[String],
-    good: &HashSet<(usize, u64)>,
-) -> Result<HashSet<(usize, u64)>> {
-    let fields = FieldSelector::default();
-    let mut seen: HashSet<[u8; 32]> = HashSet::new();
-    let mut duplicates = HashSet::new();
-    for (i, shard) in shards.iter().enumerate() {
-        let source = LoaderSource::from_spec(&parse_spec(shard, None)?)?;
-        for event in source.format.read(&*source.store, shard, 0) {
-            let ReadEvent::Sample(raw) = event else {
-                continue;
-            };
-            let at = (i, raw.at.index);
-            if !good.contains(&at) {
-                continue;
-            }
-            let Ok(selected) = fields.select(&raw) else {
-                bail!("{shard}: sample {} changed since it was embedded", raw.key);
-            };
-            let digest = ring::digest::digest(&ring::digest::SHA256, selected.image);
-            let mut hash = [0u8; 32];
-            hash.copy_from_slice(digest.as_ref());
-            if !seen.insert(hash) {
-                duplicates.insert(at);
-            }
-        }
-    }
-    Ok(duplicates)
-}
-
-/// Streams `shard` and writes its samples whose `(i, position)` is in `keep` to `target`.
-fn write_kept(shard: &str, i: usize, keep: &HashSet<(usize, u64)>, target: &Path) -> Result<()> {
-    let spec = parse_spec(shard, None)?;
-    let source = LoaderSource::from_spec(&spec)?;
-    let fields = FieldSelector::default();
-    let tmp = target.with_extension("partial");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-    let mut append = |name: String, bytes: &[u8]| -> Result<()> {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        tar.append_data(&mut header, &name, bytes)
-            .with_context(|| format!("writing {}", tmp.display()))
-    };
-    for event in source.format.read(&*source.store, shard, 0) {
-        let ReadEvent::Sample(raw) = event else {
-            continue;
-        };
-        if !keep.contains(&(i, raw.at.index)) {
-            continue;
-        }
-        // Kept samples were good when embedded: their fields select the same way again.
-        let Ok(selected) = fields.select(&raw) else {
-            bail!("{shard}: sample {} changed since it was embedded", raw.key);
-        };
-        let extension = image_extension(selected.image).unwrap_or("jpg");
-        append(format!("{}.{extension}", raw.key), selected.image)?;
-        append(format!("{}.txt", raw.key), selected.caption.as_bytes())?;
-    }
-    let writer = tar
-        .into_inner()
-        .with_context(|| format!("finishing {}", tmp.display()))?;
-    writer
-        .into_inner()
-        .map_err(|e| anyhow::anyhow!("flushing {}: {}", tmp.display(), e.error()))?
-        .sync_all()
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, target)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), target.display()))
 }
