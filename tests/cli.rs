@@ -571,6 +571,40 @@ fn pretrain_on_two_cpu_ranks_prints_the_global_batch() {
 }
 
 #[test]
+fn pretrain_with_a_data_filter_reports_what_it_dropped() {
+    // 16 steps of 16 = 256 samples drawn from the shuffled stream of 1,188; `min_words = 6`
+    // drops the shorter captions on the way (the loader test checks which), and the end of
+    // the run counts them.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let run_dir = tmp.path().join("run");
+    let mut args = vec!["pretrain"];
+    args.extend_from_slice(SHORT_RUN);
+    args.extend([
+        "--set",
+        "data.filter.min_words=6",
+        "--set",
+        "eval.every_steps=0",
+        "--run-dir",
+        run_dir.to_str().expect("utf-8 path"),
+    ]);
+    let out = duet(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("training data: "))
+        .unwrap_or_else(|| panic!("no skip line in:\n{stdout}"));
+    assert!(line.contains("filtered_too_few_words="), "{line}");
+    // The filter is part of the run's config: a resume keeps it.
+    let config = std::fs::read_to_string(run_dir.join("config.toml")).expect("config.toml");
+    assert!(config.contains("min_words = 6"), "{config}");
+}
+
+#[test]
 fn an_impossible_batch_is_refused_in_one_line_before_any_work() {
     // 9,999,999,999 pairs a step: the estimate alone is petabytes. The run is refused before
     // anything is written, naming the key and the memory, instead of aborting mid-run.

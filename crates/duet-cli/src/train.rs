@@ -293,6 +293,13 @@ fn report(summary: &RunSummary, run_dir: &Path) {
         summary.started_at + 1,
         summary.steps
     );
+    if summary.data_skipped.total() > 0 {
+        println!(
+            "training data: {} samples skipped or filtered ({})",
+            summary.data_skipped.total(),
+            summary.data_skipped
+        );
+    }
     for result in &summary.eval {
         match &result.metrics {
             EvalMetrics::Retrieval(m) => print_retrieval(&result.set, m, result.skipped),

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 use duet_data::{
-    ImageTransformConfig, LoaderConfig, LoaderCursor, LoaderSource, Normalize, SlotLoader,
-    TrainTransformConfig, parse_spec,
+    ImageTransformConfig, LoaderConfig, LoaderCursor, LoaderSource, Normalize, SkipCounts,
+    SlotLoader, TrainTransformConfig, parse_spec,
 };
 use duet_dist::{Collective, Metered};
 use duet_model::{ClipConfig, ClipModel};
@@ -44,6 +44,9 @@ pub struct RunSummary {
     pub interrupted: bool,
     /// The last evaluation of the run (the end-of-run one when the run completed); rank 0 only.
     pub eval: Vec<EvalResult>,
+    /// Training samples skipped so far in the run (broken, or dropped by `[data.filter]`), by
+    /// reason, over this process's data slots.
+    pub data_skipped: SkipCounts,
 }
 
 /// The loader settings of one data slot: `per_slot` samples a step, the train transform for
@@ -483,6 +486,13 @@ impl<'a> Trainer<'a> {
             last_checkpoint: self.last_checkpoint,
             interrupted: self.interrupted,
             eval: self.eval,
+            data_skipped: self
+                .cursors
+                .iter()
+                .fold(SkipCounts::default(), |mut all, c| {
+                    all.merge(&c.skipped());
+                    all
+                }),
         }
     }
 }
