@@ -4,10 +4,12 @@
 use std::path::Path;
 
 use anyhow::{Result, ensure};
-use plotters::backend::RGBPixel;
 use plotters::prelude::*;
 
-use crate::plots::{COLORS, SIZE, register_bundled_font};
+use crate::plots::{COLORS, register_bundled_font, render_png};
+
+/// A bar layer's extent in a bin of `(kept, dropped)` counts: from, to.
+type Span = fn(&(u64, u64)) -> (u64, u64);
 
 /// Bins of the histogram.
 const BINS: usize = 50;
@@ -52,13 +54,8 @@ pub fn draw(scores: &[f32], kept: &[bool], threshold: Option<f32>, file: &Path) 
     let bins = bin(scores, kept, lo, hi);
     let tallest = bins.iter().map(|(k, d)| k + d).max().unwrap_or(0).max(1);
     let width = (hi - lo) / BINS as f32;
-    let (w, h) = SIZE;
-    let mut pixels = vec![0u8; w as usize * h as usize * 3];
-    {
-        let root = BitMapBackend::<RGBPixel>::with_buffer_and_format(&mut pixels, SIZE)?
-            .into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
+    render_png(file, |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption("CLIP score of each pair", ("sans-serif", 24))
             .margin(16)
             .margin_right(32)
@@ -75,39 +72,27 @@ pub fn draw(scores: &[f32], kept: &[bool], threshold: Option<f32>, file: &Path) 
             .light_line_style(TRANSPARENT)
             .draw()?;
         let edge = |i: usize| f64::from(lo + width * i as f32);
-        let (kept_color, dropped_color) = (COLORS[0], COLORS[1]);
-        chart
-            .draw_series(
-                bins.iter()
-                    .enumerate()
-                    .filter(|(_, b)| b.0 > 0)
-                    .map(|(i, &(k, _))| {
+        // Each bar: the kept pairs from 0, the dropped ones stacked on them.
+        let layers: [(&str, RGBColor, Span); 2] = [
+            ("kept", COLORS[0], |&(k, _)| (0, k)),
+            ("dropped", COLORS[1], |&(k, d)| (k, k + d)),
+        ];
+        for (label, color, span) in layers {
+            chart
+                .draw_series(bins.iter().enumerate().filter_map(|(i, bin)| {
+                    let (from, to) = span(bin);
+                    (to > from).then(|| {
                         Rectangle::new(
-                            [(edge(i), 0.0), (edge(i + 1), k as f64)],
-                            kept_color.filled(),
+                            [(edge(i), from as f64), (edge(i + 1), to as f64)],
+                            color.filled(),
                         )
-                    }),
-            )?
-            .label("kept")
-            .legend(move |(x, y)| {
-                Rectangle::new([(x, y - 5), (x + 16, y + 5)], kept_color.filled())
-            });
-        chart
-            .draw_series(
-                bins.iter()
-                    .enumerate()
-                    .filter(|(_, b)| b.1 > 0)
-                    .map(|(i, &(k, d))| {
-                        Rectangle::new(
-                            [(edge(i), k as f64), (edge(i + 1), (k + d) as f64)],
-                            dropped_color.filled(),
-                        )
-                    }),
-            )?
-            .label("dropped")
-            .legend(move |(x, y)| {
-                Rectangle::new([(x, y - 5), (x + 16, y + 5)], dropped_color.filled())
-            });
+                    })
+                }))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 16, y + 5)], color.filled())
+                });
+        }
         if let Some(t) = threshold.filter(|t| t.is_finite()) {
             let t = f64::from(t);
             chart.draw_series(std::iter::once(PathElement::new(
@@ -122,17 +107,8 @@ pub fn draw(scores: &[f32], kept: &[bool], threshold: Option<f32>, file: &Path) 
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()?;
-        root.present()?;
-    }
-    image::save_buffer_with_format(
-        file,
-        &pixels,
-        w,
-        h,
-        image::ColorType::Rgb8,
-        image::ImageFormat::Png,
-    )?;
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]

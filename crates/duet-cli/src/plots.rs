@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail, ensure};
 use plotters::backend::RGBPixel;
+use plotters::coord::Shift;
 use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, Ranged, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
@@ -22,7 +23,7 @@ use serde_json::Value;
 /// DejaVu Sans 2.37 (see `assets/README.md`): with plotters' `ab_glyph` feature text is drawn
 /// from registered fonts only, so charts render the same on a machine without system fonts.
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-pub(crate) const SIZE: (u32, u32) = (800, 500);
+const SIZE: (u32, u32) = (800, 500);
 /// Beyond this many points per series, markers would merge into a blob that hides the line's
 /// noise; the line alone is drawn.
 const MAX_MARKED_POINTS: usize = 200;
@@ -263,9 +264,23 @@ fn draw(chart: &Chart, file: &Path) -> Result<()> {
         (y_range.end - y_range.start).is_finite(),
         "values {y_lo}..{y_hi} are too large to plot"
     );
+    render_png(file, |root| draw_into(root, chart, x_range, y_range))
+}
+
+/// A chart's canvas: [`SIZE`] RGB8 pixels, white when handed to the painter.
+pub(crate) type Canvas<'a> = DrawingArea<BitMapBackend<'a, RGBPixel>, Shift>;
+
+/// Paints a white [`SIZE`] canvas with `paint` and writes it to `file` as a PNG.
+pub(crate) fn render_png(file: &Path, paint: impl FnOnce(&Canvas<'_>) -> Result<()>) -> Result<()> {
     let (width, height) = SIZE;
     let mut pixels = vec![0u8; width as usize * height as usize * 3];
-    draw_into(&mut pixels, chart, x_range, y_range)?;
+    {
+        let root = BitMapBackend::<RGBPixel>::with_buffer_and_format(&mut pixels, SIZE)?
+            .into_drawing_area();
+        root.fill(&WHITE)?;
+        paint(&root)?;
+        root.present()?;
+    }
     image::save_buffer_with_format(
         file,
         &pixels,
@@ -277,16 +292,14 @@ fn draw(chart: &Chart, file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Draws `chart` into `pixels`, `SIZE` RGB8 pixels row by row.
+/// Draws `chart` on `root`.
 fn draw_into(
-    pixels: &mut [u8],
+    root: &Canvas<'_>,
     chart: &Chart,
     x_range: Range<u64>,
     y_range: Range<f64>,
 ) -> Result<()> {
-    let root = BitMapBackend::<RGBPixel>::with_buffer_and_format(pixels, SIZE)?.into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut plot = ChartBuilder::on(&root)
+    let mut plot = ChartBuilder::on(root)
         .caption(&chart.title, ("sans-serif", 24))
         .margin(16)
         // Room for half of the last x tick label, which is centred on the plot's right edge.
@@ -333,7 +346,6 @@ fn draw_into(
             .border_style(BLACK)
             .draw()?;
     }
-    root.present()?;
     Ok(())
 }
 
