@@ -10,6 +10,71 @@ use common::{
     fails_with, inspect_json, kill_when_exists, npy_rows, ok, read_jsonl, root, strs, tar_members,
 };
 
+/// The 7 sample-level skip reasons of crates/duet-data's bad-input tar, one sample each (its
+/// MANIFEST.json).
+const BAD_INPUT_REASONS: [&str; 7] = [
+    "missing_image",
+    "missing_caption",
+    "caption_not_utf8",
+    "empty_image",
+    "undecodable_image",
+    "image_too_large",
+    "duplicate_key",
+];
+
+/// A JSON file.
+fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("a JSON file");
+    serde_json::from_str(&text).expect("JSON")
+}
+
+/// One JSON value per line (`embeddings/{i:05}.jsonl`).
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+/// `a` and `b` hold the same files, byte for byte, in each of `subdirs` (`""`: the top).
+fn assert_same_files(a: &Path, b: &Path, subdirs: &[&str]) {
+    let listing = |dir: &Path| -> Vec<String> {
+        let mut names = Vec::new();
+        for sub in subdirs {
+            for entry in std::fs::read_dir(dir.join(sub)).expect("dir") {
+                let path = entry.expect("entry").path();
+                if path.is_file() {
+                    let name = path.file_name().expect("a name").to_string_lossy();
+                    names.push(Path::new(sub).join(&*name).display().to_string());
+                }
+            }
+        }
+        names.sort();
+        names
+    };
+    assert_eq!(listing(a), listing(b));
+    for name in listing(a) {
+        assert!(
+            std::fs::read(a.join(&name)).expect("first")
+                == std::fs::read(b.join(&name)).expect("second"),
+            "{name} differs"
+        );
+    }
+}
+
+/// The keys written to `dir/shards/*.tar`.
+fn kept_keys(dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(dir.join("shards")).expect("shards") {
+        let path = entry.expect("entry").path();
+        for name in tar_members(&path).keys() {
+            keys.insert(name.split('.').next().expect("key").to_owned());
+        }
+    }
+    keys
+}
+
 #[test]
 fn embed_data_equals_embedding_each_sample_alone() {
     // The first 6 samples of the val shard, extracted, through `duet embed --image/--text`:
@@ -22,23 +87,11 @@ fn embed_data_equals_embedding_each_sample_alone() {
     ok(&["embed", "--model", model, "--data", shard, "--out", out_str]);
     let images = npy_rows(&out.join("00000.images.npy"));
     let texts = npy_rows(&out.join("00000.texts.npy"));
-    let meta: Vec<serde_json::Value> = std::fs::read_to_string(out.join("00000.jsonl"))
-        .expect("jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let meta = json_lines(&out.join("00000.jsonl"));
     // The val shard's 132 pairs (the README's held-out set), every row with its key.
     assert_eq!((images.len(), texts.len(), meta.len()), (132, 132, 132));
 
-    let mut archive = tar::Archive::new(std::fs::File::open(root().join(shard)).expect("shard"));
-    let mut files: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
-    for entry in archive.entries().expect("tar") {
-        let mut entry = entry.expect("entry");
-        let name = entry.path().expect("path").display().to_string();
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read");
-        files.insert(name, bytes);
-    }
+    let files = tar_members(&root().join(shard));
     let mut args: Vec<String> = ["embed", "--model", model].map(String::from).to_vec();
     for row in &meta[..6] {
         let key = row["key"].as_str().expect("key");
@@ -98,22 +151,7 @@ fn embed_data_killed_and_run_again_writes_the_same_files() {
     ok(&strs(&args(&killed)));
     // The finished shard was not rewritten, and every file equals the uninterrupted run's.
     assert_eq!(std::fs::read(&first).expect("first shard"), first_bytes);
-    let listing = |dir: &Path| {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .expect("dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
-    assert_eq!(listing(&full), listing(&killed));
-    for name in listing(&full) {
-        assert!(
-            std::fs::read(full.join(&name)).expect("full")
-                == std::fs::read(killed.join(&name)).expect("killed"),
-            "{name} differs"
-        );
-    }
+    assert_same_files(&full, &killed, &[""]);
     // Another run's arguments on the same directory: refused, nothing touched.
     let mut other = args(&killed);
     other[6] = "f32".into();
@@ -135,19 +173,9 @@ fn embed_data_counts_broken_samples_per_reason() {
         "--out",
         out.to_str().expect("utf-8 path"),
     ]);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("00000.json")).expect("report"))
-            .expect("json");
+    let report = read_json(&out.join("00000.json"));
     assert_eq!(report["samples"], 3, "{report}");
-    for reason in [
-        "missing_image",
-        "missing_caption",
-        "caption_not_utf8",
-        "empty_image",
-        "undecodable_image",
-        "image_too_large",
-        "duplicate_key",
-    ] {
+    for reason in BAD_INPUT_REASONS {
         assert_eq!(report["skipped"][reason], 1, "{reason}: {report}");
     }
 }
@@ -177,11 +205,7 @@ fn curate_keeps_the_top_fraction_by_hand_and_copies_the_bytes() {
     let emb = out.join("embeddings");
     let images = npy_rows(&emb.join("00000.images.npy"));
     let texts = npy_rows(&emb.join("00000.texts.npy"));
-    let rows: Vec<serde_json::Value> = std::fs::read_to_string(emb.join("00000.jsonl"))
-        .expect("jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let rows = json_lines(&emb.join("00000.jsonl"));
     let scores: Vec<f32> = images
         .iter()
         .zip(&texts)
@@ -213,9 +237,7 @@ fn curate_keeps_the_top_fraction_by_hand_and_copies_the_bytes() {
     for (name, bytes) in &written {
         assert_eq!(Some(bytes), input.get(name), "{name}");
     }
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("curate.json")).expect("report"))
-            .expect("json");
+    let report = read_json(&out.join("curate.json"));
     assert_eq!(report["kept"], want.len(), "{report}");
     let dropped = report["dropped"]["too_few_words"].as_u64().unwrap_or(0)
         + report["dropped"]["not_in_top_fraction"]
@@ -278,29 +300,9 @@ fn curate_drops_exact_duplicate_images_after_their_first_occurrence() {
         }
     }
     assert_eq!((first_keys.len(), duplicate_keys.len()), (1185, 3));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("curate.json")).expect("report"))
-            .expect("json");
+    let report = read_json(&out.join("curate.json"));
     assert_eq!(report["dropped"]["exact_duplicate"], 3, "{report}");
-    let mut kept = std::collections::BTreeSet::new();
-    for i in 0..3 {
-        for name in tar_members(&out.join(format!("shards/{i:05}.tar"))).keys() {
-            kept.insert(name.split('.').next().expect("key").to_owned());
-        }
-    }
-    assert_eq!(kept, first_keys);
-}
-
-/// The keys written to `dir/shards/*.tar`, in file order.
-fn kept_keys(dir: &Path) -> std::collections::BTreeSet<String> {
-    let mut keys = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir(dir.join("shards")).expect("shards") {
-        let path = entry.expect("entry").path();
-        for name in tar_members(&path).keys() {
-            keys.insert(name.split('.').next().expect("key").to_owned());
-        }
-    }
-    keys
+    assert_eq!(kept_keys(&out), first_keys);
 }
 
 #[test]
@@ -328,11 +330,7 @@ fn curate_drops_near_duplicates_as_the_saved_embeddings_say() {
     };
     let one = run("1");
     let images = npy_rows(&one.join("embeddings/00000.images.npy"));
-    let rows: Vec<serde_json::Value> = std::fs::read_to_string(one.join("embeddings/00000.jsonl"))
-        .expect("jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let rows = json_lines(&one.join("embeddings/00000.jsonl"));
     let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
     let want: std::collections::BTreeSet<String> = (0..images.len())
         .filter(|&i| !(0..i).any(|j| cos(&images[i], &images[j]) > 0.99))
@@ -340,9 +338,7 @@ fn curate_drops_near_duplicates_as_the_saved_embeddings_say() {
         .collect();
     assert!(want.len() > 10 && want.len() < 120, "{} kept", want.len());
     assert_eq!(kept_keys(&one), want);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(one.join("curate.json")).expect("report"))
-            .expect("json");
+    let report = read_json(&one.join("curate.json"));
     assert_eq!(
         report["dropped"]["near_duplicate"],
         132 - want.len(),
@@ -406,27 +402,7 @@ fn curate_killed_and_run_again_writes_the_same_output() {
     partial.set_len(5000).expect("truncate");
     std::fs::remove_file(killed.join("curate.json")).expect("remove");
     ok(&strs(&args(&killed)));
-    let listing = |dir: &Path| -> Vec<String> {
-        let mut names = Vec::new();
-        for sub in ["", "shards", "embeddings"] {
-            for entry in std::fs::read_dir(dir.join(sub)).expect("dir") {
-                let entry = entry.expect("entry");
-                if entry.path().is_file() {
-                    names.push(format!("{sub}/{}", entry.file_name().to_string_lossy()));
-                }
-            }
-        }
-        names.sort();
-        names
-    };
-    assert_eq!(listing(&full), listing(&killed));
-    for name in listing(&full) {
-        assert!(
-            std::fs::read(full.join(name.trim_start_matches('/'))).expect("full")
-                == std::fs::read(killed.join(name.trim_start_matches('/'))).expect("killed"),
-            "{name} differs"
-        );
-    }
+    assert_same_files(&full, &killed, &["", "shards", "embeddings"]);
     // Another model on the same directory: refused before any work, nothing touched.
     let mut other = args(&killed);
     other[2] = "tests/fixtures/siglip-tiny/hf".into();
@@ -461,22 +437,12 @@ fn curate_reports_broken_samples_per_reason_and_refuses_a_spec_without_pairs() {
         "crates/duet-data/tests/fixtures/bad/mixed.tar",
         &out,
     )));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("curate.json")).expect("report"))
-            .expect("json");
+    let report = read_json(&out.join("curate.json"));
     assert_eq!(
         (report["pairs"].as_u64(), report["kept"].as_u64()),
         (Some(3), Some(3))
     );
-    for reason in [
-        "missing_image",
-        "missing_caption",
-        "caption_not_utf8",
-        "empty_image",
-        "undecodable_image",
-        "image_too_large",
-        "duplicate_key",
-    ] {
+    for reason in BAD_INPUT_REASONS {
         assert_eq!(report["skipped"][reason], 1, "{reason}: {report}");
     }
     // A shard of only broken samples is a shard of 0 pairs, its skips reported, and the spec's
@@ -501,9 +467,7 @@ fn curate_reports_broken_samples_per_reason_and_refuses_a_spec_without_pairs() {
     let both = tmp.path().join("both");
     let spec = format!("{}/{{00000..00001}}.tar", dir.display());
     ok(&strs(&args(&spec, &both)));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(both.join("curate.json")).expect("report"))
-            .expect("json");
+    let report = read_json(&both.join("curate.json"));
     assert_eq!(report["kept"], 132, "{report}");
     assert_eq!(report["skipped"]["undecodable_image"], 1, "{report}");
     assert!(tar_members(&both.join("shards/00001.tar")).is_empty());

@@ -161,11 +161,7 @@ fn a_filtered_stream_keeps_exactly_the_passing_samples_and_resumes_exactly() {
     // The unfiltered single pass gives every caption; `min_words = 8` keeps the captions of at
     // least 8 whitespace-separated words, in the same order, and counts the rest as
     // `filtered_too_few_words`.
-    let all: Vec<Batch> =
-        Loader::start(&eval_config(100), source(&train_spec()), tokenizer(), None)
-            .expect("starts")
-            .map(|b| b.expect("a batch"))
-            .collect();
+    let all = take(&eval_config(100), source(&train_spec()), None, usize::MAX);
     let want: Vec<&String> = all
         .iter()
         .flat_map(|b| b.keys.iter().zip(&b.captions))
@@ -180,10 +176,7 @@ fn a_filtered_stream_keeps_exactly_the_passing_samples_and_resumes_exactly() {
         filter: filter.clone(),
         ..eval_config(100)
     };
-    let kept: Vec<Batch> = Loader::start(&config, source(&train_spec()), tokenizer(), None)
-        .expect("starts")
-        .map(|b| b.expect("a batch"))
-        .collect();
+    let kept = take(&config, source(&train_spec()), None, usize::MAX);
     let got: Vec<&String> = kept.iter().flat_map(|b| &b.keys).collect();
     assert_eq!(got, want);
     // Neither none nor all: the bound really splits the sample.
