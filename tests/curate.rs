@@ -303,6 +303,25 @@ fn curate_drops_exact_duplicate_images_after_their_first_occurrence() {
     let report = read_json(&out.join("curate.json"));
     assert_eq!(report["dropped"]["exact_duplicate"], 3, "{report}");
     assert_eq!(kept_keys(&out), first_keys);
+    // The scratch columns are gone once the run is done.
+    assert!(!out.join("decide").exists());
+
+    // A 1-byte --block-memory splits the hashes into the most buckets (256): same decisions.
+    let small = tmp.path().join("small");
+    ok(&[
+        "curate",
+        "--model",
+        "tests/fixtures/clip-tiny/hf",
+        "--data",
+        spec,
+        "--out",
+        small.to_str().expect("utf-8 path"),
+        "--dedup-exact",
+        "--block-memory",
+        "1",
+    ]);
+    // curate.json, scores.png, the settings and the tars.
+    assert_same_files(&out, &small, &["", "shards"]);
 }
 
 #[test]
@@ -311,8 +330,8 @@ fn curate_drops_near_duplicates_as_the_saved_embeddings_say() {
     // duplicate when its cosine with any earlier pair's exceeds 0.99. The tiny random-init
     // model maps the val shard's images close together, so the bound splits them.
     let tmp = tempfile::tempdir().expect("temp dir");
-    let run = |clusters: &str| {
-        let out = tmp.path().join(format!("k{clusters}"));
+    let run = |clusters: &str, block_memory: &str| {
+        let out = tmp.path().join(format!("k{clusters}-{block_memory}"));
         ok(&[
             "curate",
             "--model",
@@ -325,10 +344,12 @@ fn curate_drops_near_duplicates_as_the_saved_embeddings_say() {
             "0.99",
             "--dedup-clusters",
             clusters,
+            "--block-memory",
+            block_memory,
         ]);
         out
     };
-    let one = run("1");
+    let one = run("1", "1G");
     let images = npy_rows(&one.join("embeddings/00000.images.npy"));
     let rows = json_lines(&one.join("embeddings/00000.jsonl"));
     let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
@@ -350,8 +371,17 @@ fn curate_drops_near_duplicates_as_the_saved_embeddings_say() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert_eq!(&png[16..24], &[0, 0, 3, 32, 0, 0, 1, 244]);
     // Four clusters compare fewer pairs: every pair they drop, one cluster drops too.
-    let four = kept_keys(&run("4"));
-    assert!(four.is_superset(&want), "{} vs {}", four.len(), want.len());
+    let four = run("4", "1G");
+    let kept_four = kept_keys(&four);
+    assert!(
+        kept_four.is_superset(&want),
+        "{} vs {}",
+        kept_four.len(),
+        want.len()
+    );
+    // A 1-byte --block-memory searches the four clusters one block each: same decisions.
+    let blocks = run("4", "1");
+    assert_same_files(&four, &blocks, &["", "shards"]);
 }
 
 #[test]

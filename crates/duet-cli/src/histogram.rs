@@ -14,44 +14,52 @@ type Span = fn(&(u64, u64)) -> (u64, u64);
 /// Bins of the histogram.
 const BINS: usize = 50;
 
-/// Per bin `(kept, dropped)` counts of `scores` over `lo..hi` in [`BINS`] equal bins (the top
-/// edge falls in the last bin); NaN scores are left out.
-fn bin(scores: &[f32], kept: &[bool], lo: f32, hi: f32) -> Vec<(u64, u64)> {
-    let mut bins = vec![(0u64, 0u64); BINS];
-    let width = (hi - lo) / BINS as f32;
-    for (score, keep) in scores.iter().zip(kept) {
-        if score.is_nan() {
-            continue;
-        }
-        let at = if width > 0.0 {
-            (((score - lo) / width) as usize).min(BINS - 1)
-        } else {
-            0
-        };
-        if *keep {
-            bins[at].0 += 1;
-        } else {
-            bins[at].1 += 1;
-        }
-    }
-    bins
+/// The histogram's counts, taken one pair at a time (the scores are streamed).
+#[derive(Debug, Clone)]
+pub struct Bins {
+    lo: f32,
+    hi: f32,
+    /// Per bin `(kept, dropped)`.
+    counts: Vec<(u64, u64)>,
 }
 
-/// Draws the histogram of `scores` (`kept[i]` says whether pair `i` was kept) into `file`, an
-/// 800 × 500 PNG; `threshold` is drawn as a vertical line.
-pub fn draw(scores: &[f32], kept: &[bool], threshold: Option<f32>, file: &Path) -> Result<()> {
+impl Bins {
+    /// [`BINS`] equal bins over `lo..hi` (the top edge falls in the last bin); a single value
+    /// (`lo == hi`) gets a visible bar, the range widened around it.
+    pub fn new(lo: f32, hi: f32) -> Self {
+        let (lo, hi) = if hi > lo {
+            (lo, hi)
+        } else {
+            (lo - 0.05, hi + 0.05)
+        };
+        Self {
+            lo,
+            hi,
+            counts: vec![(0, 0); BINS],
+        }
+    }
+
+    /// Counts one pair; NaN and scores outside the range are left out.
+    pub fn add(&mut self, score: f32, kept: bool) {
+        if !(self.lo..=self.hi).contains(&score) {
+            return;
+        }
+        let width = (self.hi - self.lo) / BINS as f32;
+        let at = (((score - self.lo) / width) as usize).min(BINS - 1);
+        if kept {
+            self.counts[at].0 += 1;
+        } else {
+            self.counts[at].1 += 1;
+        }
+    }
+}
+
+/// Draws the histogram into `file`, an 800 × 500 PNG; `threshold` is drawn as a vertical line.
+pub fn draw(bins: &Bins, threshold: Option<f32>, file: &Path) -> Result<()> {
     register_bundled_font()?;
-    let finite = || scores.iter().copied().filter(|s| s.is_finite());
-    let lo = finite().fold(f32::INFINITY, f32::min);
-    let hi = finite().fold(f32::NEG_INFINITY, f32::max);
+    let Bins { lo, hi, .. } = *bins;
     ensure!(lo.is_finite() && hi.is_finite(), "no finite scores to draw");
-    // A single value gets a visible bar: widen the range around it.
-    let (lo, hi) = if hi > lo {
-        (lo, hi)
-    } else {
-        (lo - 0.05, hi + 0.05)
-    };
-    let bins = bin(scores, kept, lo, hi);
+    let bins = &bins.counts;
     let tallest = bins.iter().map(|(k, d)| k + d).max().unwrap_or(0).max(1);
     let width = (hi - lo) / BINS as f32;
     render_png(file, |root| {
@@ -121,7 +129,11 @@ mod tests {
         // top edge) -> bin 49; NaN is left out.
         let scores = [0.0, 0.03, 0.5, 1.0, 0.5, f32::NAN];
         let kept = [true, false, true, true, false, true];
-        let bins = bin(&scores, &kept, 0.0, 1.0);
+        let mut bins = Bins::new(0.0, 1.0);
+        for (s, k) in scores.iter().zip(kept) {
+            bins.add(*s, k);
+        }
+        let bins = bins.counts;
         assert_eq!(bins[0], (1, 0));
         assert_eq!(bins[1], (0, 1));
         assert_eq!(bins[25], (1, 1));
@@ -134,13 +146,15 @@ mod tests {
     fn the_png_is_drawn() {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("scores.png");
-        let scores: Vec<f32> = (0..200).map(|i| (i as f32 / 200.0).sin()).collect();
-        let kept: Vec<bool> = scores.iter().map(|s| *s > 0.4).collect();
-        draw(&scores, &kept, Some(0.4), &file).expect("drawn");
+        let mut bins = Bins::new(0.0, (199.0f32 / 200.0).sin());
+        for s in (0..200).map(|i| (i as f32 / 200.0).sin()) {
+            bins.add(s, s > 0.4);
+        }
+        draw(&bins, Some(0.4), &file).expect("drawn");
         let bytes = std::fs::read(&file).expect("png");
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         // Axes, labels and bars: far more than a blank 800 x 500 PNG's ~2 KB.
         assert!(bytes.len() > 4000, "{} bytes", bytes.len());
-        assert!(draw(&[f32::NAN], &[true], None, &file).is_err());
+        assert!(draw(&Bins::new(f32::NAN, f32::NAN), None, &file).is_err());
     }
 }

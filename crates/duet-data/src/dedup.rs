@@ -2,8 +2,12 @@
 //! k-means splits the rows into clusters, and within each cluster a row is a duplicate when
 //! its cosine with an *earlier* row of the same cluster is above the threshold. Comparing only
 //! within clusters keeps the work near `n²/k` dot products instead of `n²`, and no `n × n`
-//! matrix is ever held: each row scans its cluster's earlier rows on its own, so memory is the
-//! embeddings plus `k` centroids.
+//! matrix is ever held: each row scans its cluster's earlier rows on its own.
+//!
+//! The rows are streamed ([`RowBlocks`]: the saved `.npy` files of a whole spec, or a slice),
+//! never all held: k-means++ seeds from a uniform sample, each Lloyd iteration is one pass, and
+//! the search itself loads the clusters a block at a time, as many whole clusters as fit a
+//! byte budget ([`near_duplicates_in_blocks`]). The decisions do not depend on the budget.
 //!
 //! Choices, where SemDeDup leaves them open or differs:
 //! - "Earlier" is position order (the spec's order), so the first of a group is kept, as the
@@ -11,8 +15,8 @@
 //! - A row is dropped if *any* earlier row of its cluster is that close, dropped or not (as
 //!   SemDeDup's triangular max), so a decision never depends on another's.
 //! - Pairs split across clusters are missed (as in SemDeDup); `clusters = 1` compares all pairs.
-//! - Deterministic: k-means++ seeding from a seeded ChaCha8, centroid sums taken in row order,
-//!   ties in assignment to the lower cluster.
+//! - Deterministic: the seeding sample and k-means++ from a seeded ChaCha8, centroid sums taken
+//!   in row order, ties in assignment to the lower cluster.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -36,42 +40,141 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// Rows of unit embeddings that can be read more than once, each time in the same order, a
+/// block at a time: the saved `.npy` files of a whole spec, or a slice in memory.
+pub trait RowBlocks {
+    /// Width of a row.
+    fn dim(&self) -> usize;
+    /// Calls `f(first, block)` for consecutive row-major blocks of whole rows, `first` the
+    /// position of the block's first row.
+    fn each_block(&self, f: &mut dyn FnMut(u64, &[f32])) -> std::io::Result<()>;
+}
+
+/// Rows held in memory, one block.
+#[derive(Debug, Clone, Copy)]
+pub struct InMemory<'a> {
+    /// Row-major rows.
+    pub rows: &'a [f32],
+    /// Width of a row.
+    pub dim: usize,
+}
+
+impl RowBlocks for InMemory<'_> {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn each_block(&self, f: &mut dyn FnMut(u64, &[f32])) -> std::io::Result<()> {
+        f(0, self.rows);
+        Ok(())
+    }
+}
+
+/// Rows the k-means++ seeding draws from, at most: the seeding's cost is `k` passes over them.
+const SEED_SAMPLE: usize = 4096;
+
 /// Which of the `n = embeddings.len() / dim` rows (unit vectors, row-major) are near
-/// duplicates of an earlier row; see the module doc.
+/// duplicates of an earlier row; see the module doc. The in-memory form of
+/// [`near_duplicates_in_blocks`].
 pub fn near_duplicates(embeddings: &[f32], dim: usize, config: &NearDedup) -> Vec<bool> {
     let n = embeddings.len().checked_div(dim).unwrap_or(0);
-    let row = |i: usize| &embeddings[i * dim..(i + 1) * dim];
-    let assignment = spherical_kmeans(embeddings, dim, config);
-    let k = assignment.iter().copied().max().map_or(0, |m| m + 1);
-    let mut members: Vec<Vec<usize>> = vec![Vec::new(); k];
-    for (i, &c) in assignment.iter().enumerate() {
-        members[c].push(i);
-    }
     let mut duplicate = vec![false; n];
-    for cluster in &members {
-        let flags: Vec<bool> = (0..cluster.len())
-            .into_par_iter()
-            .map(|p| {
-                let this = row(cluster[p]);
-                cluster[..p]
-                    .iter()
-                    .any(|&q| dot(this, row(q)) > config.threshold)
-            })
-            .collect();
-        for (&i, flag) in cluster.iter().zip(flags) {
-            duplicate[i] = flag;
-        }
-    }
+    let rows = InMemory {
+        rows: embeddings,
+        dim,
+    };
+    // Reading a slice cannot fail.
+    let _ = near_duplicates_in_blocks(&rows, config, usize::MAX, &mut |i| {
+        duplicate[i as usize] = true;
+    });
     duplicate
 }
 
-/// k-means++ seeding (Arthur & Vassilvitskii 2007): the first centroid a uniform row, each
-/// next one a row drawn with probability proportional to its squared distance `2 − 2 cos` to
-/// the nearest centroid so far; when every row sits on a centroid, the first unpicked row.
-fn kmeans_plus_plus(embeddings: &[f32], dim: usize, k: usize, seed: u64) -> Vec<f32> {
-    let n = embeddings.len() / dim;
-    let row = |i: usize| &embeddings[i * dim..(i + 1) * dim];
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+/// The near-duplicate search over rows too many to hold, in bounded memory: calls
+/// `on_duplicate(position)` once for every near duplicate (in no particular order) and returns
+/// the number of clusters. Memory: `2k` centroids, at most [`SEED_SAMPLE`]`.max(16k)` seeding
+/// rows, one block of `rows`, and the clusters searched together, `block_bytes` of embeddings
+/// (a cluster larger than that on its own). Reads `rows` once for the seeding, once per Lloyd
+/// iteration, and once per block of clusters.
+pub fn near_duplicates_in_blocks(
+    rows: &dyn RowBlocks,
+    config: &NearDedup,
+    block_bytes: usize,
+    on_duplicate: &mut dyn FnMut(u64),
+) -> std::io::Result<usize> {
+    let dim = rows.dim();
+    let (centroids, sizes) = spherical_kmeans(rows, config)?;
+    let k = sizes.len();
+    // Clusters in order, grouped while their embeddings fit `block_bytes`.
+    let row_bytes = dim * std::mem::size_of::<f32>();
+    let mut blocks: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0usize;
+    for (c, &size) in sizes.iter().enumerate() {
+        let add = (size as usize).saturating_mul(row_bytes);
+        if c > start && bytes.saturating_add(add) > block_bytes {
+            blocks.push(start..c);
+            start = c;
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(add);
+    }
+    if k > start {
+        blocks.push(start..k);
+    }
+    for block in blocks {
+        // The block's clusters: each member's position and embedding, in position order.
+        let mut members: Vec<(Vec<u64>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); block.len()];
+        rows.each_block(&mut |first, chunk| {
+            let assigned = assign(chunk, dim, &centroids);
+            for (j, &c) in assigned.iter().enumerate() {
+                if block.contains(&c) {
+                    let (positions, embeddings) = &mut members[c - block.start];
+                    positions.push(first + j as u64);
+                    embeddings.extend_from_slice(&chunk[j * dim..(j + 1) * dim]);
+                }
+            }
+        })?;
+        for (positions, embeddings) in &members {
+            let row = |p: usize| &embeddings[p * dim..(p + 1) * dim];
+            let flags: Vec<bool> = (0..positions.len())
+                .into_par_iter()
+                .map(|p| (0..p).any(|q| dot(row(p), row(q)) > config.threshold))
+                .collect();
+            for (&position, flag) in positions.iter().zip(flags) {
+                if flag {
+                    on_duplicate(position);
+                }
+            }
+        }
+    }
+    Ok(k)
+}
+
+/// The nearest centroid (highest cosine, ties to the lower) of each row of `chunk`.
+fn assign(chunk: &[f32], dim: usize, centroids: &[f32]) -> Vec<usize> {
+    chunk
+        .par_chunks(dim)
+        .map(|x| {
+            let mut best = (0, f32::NEG_INFINITY);
+            for (c, centroid) in centroids.chunks(dim).enumerate() {
+                let s = dot(x, centroid);
+                if s > best.1 {
+                    best = (c, s);
+                }
+            }
+            best.0
+        })
+        .collect()
+}
+
+/// k-means++ seeding (Arthur & Vassilvitskii 2007) over `sample` (row-major): the first
+/// centroid a uniform row, each next one a row drawn with probability proportional to its
+/// squared distance `2 − 2 cos` to the nearest centroid so far; when every row sits on a
+/// centroid, the first unpicked row.
+fn kmeans_plus_plus(sample: &[f32], dim: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let n = sample.len() / dim;
+    let row = |i: usize| &sample[i * dim..(i + 1) * dim];
     let mut picked = vec![rng.random_range(0..n)];
     let mut d2: Vec<f64> = (0..n)
         .into_par_iter()
@@ -102,52 +205,75 @@ fn kmeans_plus_plus(embeddings: &[f32], dim: usize, k: usize, seed: u64) -> Vec<
     picked.iter().flat_map(|&i| row(i).to_vec()).collect()
 }
 
-/// The cluster of every row: spherical k-means (cosine), `min(clusters, n)` centroids.
-fn spherical_kmeans(embeddings: &[f32], dim: usize, config: &NearDedup) -> Vec<usize> {
-    let n = embeddings.len().checked_div(dim).unwrap_or(0);
+/// Spherical k-means (cosine) with `min(clusters, n)` centroids, streamed: the centroids and
+/// each cluster's size under them. Seeded by k-means++ on a uniform sample of the rows
+/// (reservoir sampling, every row when there are few); each Lloyd iteration is one pass, and
+/// the search stops when the centroids no longer change (the assignment is then stable too).
+fn spherical_kmeans(
+    rows: &dyn RowBlocks,
+    config: &NearDedup,
+) -> std::io::Result<(Vec<f32>, Vec<u64>)> {
+    let dim = rows.dim();
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let cap = SEED_SAMPLE.max(config.clusters.saturating_mul(16));
+    let mut sample: Vec<f32> = Vec::new();
+    let mut n = 0usize;
+    rows.each_block(&mut |_, chunk| {
+        for x in chunk.chunks(dim) {
+            // Algorithm R: row `n` replaces a sampled one with probability cap / (n + 1).
+            if n < cap {
+                sample.extend_from_slice(x);
+            } else {
+                let j = rng.random_range(0..=n);
+                if j < cap {
+                    sample[j * dim..(j + 1) * dim].copy_from_slice(x);
+                }
+            }
+            n += 1;
+        }
+    })?;
     let k = config.clusters.clamp(1, n.max(1));
     if n == 0 || k == 1 {
-        return vec![0; n];
+        return Ok((
+            sample.get(..dim).map_or_else(Vec::new, <[f32]>::to_vec),
+            vec![n as u64],
+        ));
     }
-    let row = |i: usize| &embeddings[i * dim..(i + 1) * dim];
-    let mut centroids = kmeans_plus_plus(embeddings, dim, k, config.seed);
-    let mut assignment = vec![usize::MAX; n];
-    for _ in 0..config.iterations.max(1) {
-        let next: Vec<usize> = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let x = row(i);
-                let mut best = (0, f32::NEG_INFINITY);
-                for (c, centroid) in centroids.chunks(dim).enumerate() {
-                    let s = dot(x, centroid);
-                    if s > best.1 {
-                        best = (c, s);
-                    }
+    let mut centroids = kmeans_plus_plus(&sample, dim, k, &mut rng);
+    drop(sample);
+    let mut sizes = vec![0u64; k];
+    for iteration in 0..=config.iterations.max(1) {
+        let mut sums = vec![0f32; k * dim];
+        sizes = vec![0u64; k];
+        // Sums taken in position order: the same centroids whatever the blocks.
+        rows.each_block(&mut |_, chunk| {
+            for (x, c) in chunk.chunks(dim).zip(assign(chunk, dim, &centroids)) {
+                sizes[c] += 1;
+                for (s, v) in sums[c * dim..(c + 1) * dim].iter_mut().zip(x) {
+                    *s += v;
                 }
-                best.0
-            })
-            .collect();
-        if next == assignment {
+            }
+        })?;
+        // The last pass only counts the sizes under the final centroids.
+        if iteration == config.iterations.max(1) {
             break;
         }
-        assignment = next;
-        let mut sums = vec![0f32; k * dim];
-        for (i, &c) in assignment.iter().enumerate() {
-            for (s, x) in sums[c * dim..(c + 1) * dim].iter_mut().zip(row(i)) {
-                *s += x;
-            }
-        }
+        let mut next = centroids.clone();
         for (c, sum) in sums.chunks(dim).enumerate() {
             let norm = dot(sum, sum).sqrt();
             // An emptied cluster keeps its centroid.
             if norm > 0.0 {
-                for (dst, s) in centroids[c * dim..(c + 1) * dim].iter_mut().zip(sum) {
+                for (dst, s) in next[c * dim..(c + 1) * dim].iter_mut().zip(sum) {
                     *dst = s / norm;
                 }
             }
         }
+        if next == centroids {
+            break;
+        }
+        centroids = next;
     }
-    assignment
+    Ok((centroids, sizes))
 }
 
 #[cfg(test)]
@@ -230,5 +356,58 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn blocks_of_clusters_find_what_one_block_finds() {
+        // 400 random unit rows in 8 dims, each followed by a slightly moved copy (cos ≈ 0.99):
+        // whatever the byte budget (from one cluster per block to all at once) and however
+        // the rows come in blocks, the same rows are duplicates.
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let dim = 8;
+        let mut rows = Vec::new();
+        for _ in 0..200 {
+            let x: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() - 0.5).collect();
+            let y: Vec<f32> = x
+                .iter()
+                .map(|v| v + 0.03 * (rng.random::<f32>() - 0.5))
+                .collect();
+            rows.extend(unit(&x));
+            rows.extend(unit(&y));
+        }
+        let config = NearDedup {
+            threshold: 0.97,
+            clusters: 6,
+            iterations: 20,
+            seed: 5,
+        };
+        let whole = near_duplicates(&rows, dim, &config);
+        // The copies are found, and a handful of chance neighbours at most beside them.
+        let copies = whole.iter().skip(1).step_by(2).filter(|d| **d).count();
+        assert!(copies > 150, "{copies} of 200 copies found");
+
+        /// The rows in blocks of 7.
+        struct Sevens<'a>(&'a [f32], usize);
+        impl RowBlocks for Sevens<'_> {
+            fn dim(&self) -> usize {
+                self.1
+            }
+            fn each_block(&self, f: &mut dyn FnMut(u64, &[f32])) -> std::io::Result<()> {
+                for (b, chunk) in self.0.chunks(7 * self.1).enumerate() {
+                    f(b as u64 * 7, chunk);
+                }
+                Ok(())
+            }
+        }
+        for budget in [1, 100 * dim * 4, usize::MAX] {
+            let mut flags = vec![false; 400];
+            let k = near_duplicates_in_blocks(&Sevens(&rows, dim), &config, budget, &mut |i| {
+                assert!(!flags[i as usize], "row {i} reported twice");
+                flags[i as usize] = true;
+            })
+            .expect("in memory");
+            assert_eq!(k, 6);
+            assert_eq!(flags, whole, "budget {budget}");
+        }
     }
 }

@@ -192,18 +192,29 @@ impl Balancer {
         threshold: u64,
         seed: u64,
     ) -> Self {
-        let entries: Vec<String> = entries.iter().map(|e| e.to_lowercase()).collect();
-        let mut counts = vec![0u64; entries.len()];
+        let mut balancer = Self::counting(entries, threshold, seed);
         for caption in captions {
-            for i in matches(&entries, caption.as_ref()) {
-                counts[i] += 1;
-            }
+            balancer.count(caption.as_ref());
         }
+        balancer
+    }
+
+    /// A balancer whose counts are still to be taken, one [`Balancer::count`] per caption of
+    /// the whole dataset (a streamed first pass), before any [`Balancer::keep`].
+    pub fn counting(entries: &[String], threshold: u64, seed: u64) -> Self {
+        let entries: Vec<String> = entries.iter().map(|e| e.to_lowercase()).collect();
         Self {
+            counts: vec![0u64; entries.len()],
             entries,
-            counts,
             threshold,
             seed,
+        }
+    }
+
+    /// Counts one caption's matches.
+    pub fn count(&mut self, caption: &str) {
+        for i in matches(&self.entries, caption) {
+            self.counts[i] += 1;
         }
     }
 

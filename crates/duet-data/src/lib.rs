@@ -13,7 +13,8 @@
 //!   resumable ([`Loader`], [`LoaderCursor`]);
 //! - [`mod@write`]: the other direction, shards as img2dataset writes them ([`write::ShardWriter`]);
 //! - [`filter`]: curation decisions (DataComp's basic filter, top fraction by score, MetaCLIP
-//!   balancing, the language test) and [`dedup`]: near duplicates by embedding (SemDeDup).
+//!   balancing, the language test) and [`dedup`]: near duplicates by embedding (SemDeDup);
+//!   [`select`]: exact ranks of scores streamed from disk (the top fraction, quantiles).
 
 pub mod batch;
 pub mod decode;
@@ -24,6 +25,7 @@ pub mod normalize;
 pub mod pipeline;
 pub mod reader;
 mod sample;
+pub mod select;
 mod skip;
 pub mod source;
 pub mod spec;
@@ -33,7 +35,7 @@ pub mod write;
 
 pub use batch::{images_to_tensor, tokens_to_tensor};
 pub use decode::{DecodeConfig, PIL_MAX_IMAGE_PIXELS, decode_rgb8, image_extension};
-pub use dedup::{NearDedup, near_duplicates};
+pub use dedup::{InMemory, NearDedup, RowBlocks, near_duplicates, near_duplicates_in_blocks};
 pub use error::DataError;
 pub use filter::{Balancer, BasicFilter, DropReason, UnknownLanguage, top_fraction};
 /// The decoded image type ([`image::RgbImage`]), re-exported so callers need no `image` dependency.

@@ -1,23 +1,32 @@
 //! `duet curate`: embed a shard spec, decide per sample with `duet_data::filter`, and write the
 //! kept samples as webdataset tars, with a report (issue 17).
 //!
-//! Passes, each resumable: (1) `duet embed --data` into `OUT/embeddings/` (finished shards are
-//! kept); (2) every good sample's CLIP score (the cosine of its two embeddings, read back from
-//! the saved `.npy` files, `saved.rs`), with `--dedup-exact` the SHA-256 of every good sample's
-//! image bytes in spec order (the raw shards streamed once more, nothing decoded, `raw.rs`),
-//! with `--dedup-near` the SemDeDup search on the saved image embeddings, and the filters'
-//! decisions, over the whole spec, so "top fraction" sees every score; (3) per input shard `i`, its raw samples streamed again and the kept ones
-//! written to `OUT/shards/{i:05}.tar` — the image bytes as they were (member `key.<ext>` by the
-//! sniffed format), the caption as `key.txt` — renamed into place when complete, so a rerun
-//! skips the finished tars (`OUT/curate-settings.json` refuses a rerun with other settings).
-//! `OUT/curate.json` reports the counts kept and dropped by reason,
-//! the skipped samples by reason, and score quantiles; `OUT/scores.png` is the score histogram,
-//! kept and dropped pairs stacked. With `--dedup-near`, the image embeddings of the whole spec
-//! are held for the search (`n · embed_dim · 4` bytes; `duet_data::dedup` never forms an
-//! `n × n` matrix).
+//! Passes: (1) `duet embed --data` into `OUT/embeddings/` (resumable: finished shards are
+//! kept); (2) whole-spec statistics, each streamed through the saved files one input shard at
+//! a time into on-disk columns in spec order (`OUT/decide/`, `scratch.rs`): every good pair's
+//! CLIP score (the cosine of its saved embeddings, `saved.rs`) and the balancing counts; the
+//! top-fraction threshold and the quantiles by exact radix selection over the saved scores
+//! (`duet_data::select`, two passes); with `--dedup-exact` the SHA-256 of every good pair's
+//! image bytes (the raw shards streamed once more, nothing decoded) into hash buckets searched
+//! one at a time (`raw.rs`); with `--dedup-near` the SemDeDup search over the saved image
+//! embeddings, a block of clusters at a time (`duet_data::dedup`); (3) per input shard `i`,
+//! each pair's decision from its row and its columns, then the shard's raw samples streamed
+//! again and the kept ones written to `OUT/shards/{i:05}.tar` — the image bytes as they were
+//! (member `key.<ext>` by the sniffed format), the caption as `key.txt` — renamed into place
+//! when complete, so a rerun skips the finished tars (`OUT/curate-settings.json` refuses a
+//! rerun with other settings). `OUT/curate.json` reports the counts kept and dropped by
+//! reason, the skipped samples by reason, and score quantiles; `OUT/scores.png` is the score
+//! histogram, kept and dropped pairs stacked.
+//!
+//! Memory is bounded by the configuration, not the spec: one input shard's saved rows and
+//! embeddings; `--block-memory` for the duplicate searches (a single cluster larger than it is
+//! still loaded whole); the near search's `2k` centroids and its seeding sample
+//! (`max(4096, 16k)` rows); the selection's counters (0.5 MiB per quantile). Disk: 4 bytes
+//! per pair, plus 1 per duplicate filter, under `OUT/decide/` until the run ends.
 
 mod raw;
 mod saved;
+mod scratch;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -25,15 +34,18 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, ensure};
 use burn::tensor::Device;
 use clap::Args;
-use duet_data::dedup::{NearDedup, near_duplicates};
-use duet_data::filter::{Balancer, BasicFilter, DropReason, top_fraction};
+use duet_data::dedup::{NearDedup, near_duplicates_in_blocks};
+use duet_data::filter::{Balancer, BasicFilter, DropReason};
+use duet_data::select::{TopFraction, key_score, select_ranks};
 use duet_data::{SkipCounts, parse_spec};
 use serde::Serialize;
 
 use self::raw::{exact_duplicates, write_kept};
-use self::saved::Saved;
+use self::saved::SavedImages;
+use self::scratch::{Column, Scratch};
 use crate::backend::DeviceKind;
 use crate::embed_data::{DataRun, NpyDtype};
+use crate::histogram::Bins;
 
 /// Arguments of `duet curate`.
 #[derive(Debug, Args)]
@@ -99,6 +111,30 @@ pub struct CurateArgs {
     /// Where to run the model.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceKind,
+    /// Memory the duplicate searches hold at once (bytes; K, M, G suffixes): the exact search's
+    /// hash bucket, the near one's block of clusters. The decisions do not depend on it.
+    #[arg(long, default_value = "1G", value_parser = parse_bytes)]
+    block_memory: u64,
+}
+
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        _ => return Err(format!("{text:?}: a byte count such as 4096, 64M or 2G")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: a byte count such as 4096, 64M or 2G"))?;
+    n.checked_mul(1 << shift)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("{text:?}: not a positive byte count that fits 64 bits"))
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {
@@ -129,12 +165,17 @@ struct Report {
     balance_counts: Option<BTreeMap<String, u64>>,
 }
 
-fn quantile(sorted: &[f32], q: f64) -> f32 {
-    if sorted.is_empty() {
-        return f32::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
+/// The report's score quantiles: the score at rank `round((pairs − 1) · q)` of the ascending
+/// order (NaN lowest).
+const QUANTILES: [(&str, f64); 7] = [
+    ("min", 0.0),
+    ("p10", 0.1),
+    ("p25", 0.25),
+    ("p50", 0.5),
+    ("p75", 0.75),
+    ("p90", 0.9),
+    ("max", 1.0),
+];
 
 /// Runs `duet curate`.
 pub fn run(args: CurateArgs) -> Result<()> {
@@ -221,129 +262,162 @@ pub fn run(args: CurateArgs) -> Result<()> {
     };
     crate::embed_data::run(&run, &loaded.model, &loaded.config)?;
 
-    // Pass 2: scores and decisions over the whole spec.
-    let Saved {
-        rows,
-        scores,
-        images,
-        skipped,
-    } = saved::read(
-        &embeddings,
-        shards.len(),
-        loaded.config.embed_dim,
-        args.dedup_near.is_some(),
-    )?;
-    ensure!(
-        !rows.is_empty(),
-        "--data {}: no usable pairs to curate (skipped: {skipped})",
-        args.data
-    );
-    let top = args.top_fraction.map(|f| top_fraction(&scores, f));
-    let top_threshold = top.as_ref().and_then(|kept| {
-        kept.iter()
-            .zip(&scores)
-            .filter(|(k, _)| **k)
-            .map(|(_, s)| *s)
-            .reduce(f32::min)
-    });
-    let balancer = entries.as_ref().map(|entries| {
-        let captions: Vec<&str> = rows.iter().map(|(_, r)| r.caption.as_str()).collect();
-        Balancer::new(
+    // Pass 2: whole-spec statistics, each a streamed pass with bounded memory.
+    let dim = loaded.config.embed_dim;
+    let scratch = Scratch::create(args.out.join("decide"))?;
+    let mut skipped = SkipCounts::default();
+    let mut pairs = 0u64;
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    let mut balancer = entries.as_ref().map(|entries| {
+        Balancer::counting(
             entries,
-            &captions,
             args.balance_threshold.unwrap_or(u64::MAX),
             args.seed,
         )
     });
-    let duplicates = if args.dedup_exact {
-        let good: HashSet<(usize, u64)> = rows.iter().map(|(i, r)| (*i, r.index)).collect();
-        exact_duplicates(&shards, &good)?
+    let mut scores_out = scratch.score_writer()?;
+    for i in 0..shards.len() {
+        let shard = saved::read_shard(&embeddings, i, dim)?;
+        skipped.merge(&shard.skipped);
+        for (score, row) in shard.scores(dim).zip(&shard.rows) {
+            scores_out.push(score)?;
+            if score.is_finite() {
+                (lo, hi) = (lo.min(score), hi.max(score));
+            }
+            if let Some(balancer) = &mut balancer {
+                balancer.count(&row.caption);
+            }
+        }
+        pairs += shard.rows.len() as u64;
+    }
+    scores_out.finish()?;
+    ensure!(
+        pairs > 0,
+        "--data {}: no usable pairs to curate (skipped: {skipped})",
+        args.data
+    );
+    let mut each_score = |f: &mut dyn FnMut(f32)| scratch.each_score(f);
+    let mut top = args
+        .top_fraction
+        .map(|f| TopFraction::new(pairs, f, &mut each_score))
+        .transpose()?;
+    let top_threshold = top.as_ref().and_then(TopFraction::threshold);
+    let quantiles = QUANTILES.map(|(_, q)| ((pairs - 1) as f64 * q).round() as u64);
+    let quantiles = select_ranks(pairs, &quantiles, &mut each_score)?;
+    let exact = if args.dedup_exact {
+        let flags = scratch.flags("exact.u8", pairs)?;
+        let good = |i: usize| -> Result<Vec<u64>> {
+            Ok(saved::read_rows(&embeddings, i)?
+                .iter()
+                .map(|r| r.index)
+                .collect())
+        };
+        exact_duplicates(&shards, &good, pairs, args.block_memory, &scratch, &flags)?;
+        Some(())
     } else {
-        HashSet::new()
+        None
     };
-    let (near, clusters) = match args.dedup_near {
+    let clusters = match args.dedup_near {
         Some(threshold) => {
             let clusters = args
                 .dedup_clusters
-                .map_or(rows.len().div_ceil(10_000).max(1), |k| k as usize);
+                .map_or(pairs.div_ceil(10_000).max(1) as usize, |k| k as usize);
             let config = NearDedup {
                 threshold,
                 clusters,
                 iterations: 20,
                 seed: args.seed,
             };
-            let dim = loaded.config.embed_dim;
-            (near_duplicates(&images, dim, &config), Some(clusters))
-        }
-        None => (vec![false; rows.len()], None),
-    };
-    drop(images);
-    let mut dropped: BTreeMap<DropReason, usize> = BTreeMap::new();
-    let mut keep: HashSet<(usize, u64)> = HashSet::new();
-    let mut kept_flags = Vec::with_capacity(rows.len());
-    for (ordinal, (i, row)) in rows.iter().enumerate() {
-        let reason = duplicates
-            .contains(&(*i, row.index))
-            .then_some(DropReason::ExactDuplicate)
-            .or_else(|| near[ordinal].then_some(DropReason::NearDuplicate))
-            .or_else(|| basic.check(&row.caption, row.width, row.height))
-            .or_else(|| {
-                args.min_score
-                    // A NaN score is under any threshold.
-                    .is_some_and(|min| scores[ordinal].is_nan() || scores[ordinal] < min)
-                    .then_some(DropReason::LowScore)
-            })
-            .or_else(|| {
-                top.as_ref()
-                    .is_some_and(|t| !t[ordinal])
-                    .then_some(DropReason::NotInTopFraction)
-            })
-            .or_else(|| {
-                balancer
-                    .as_ref()
-                    .is_some_and(|b| !b.keep(&row.caption, ordinal as u64))
-                    .then_some(DropReason::Balanced)
-            });
-        kept_flags.push(reason.is_none());
-        match reason {
-            Some(reason) => *dropped.entry(reason).or_default() += 1,
-            None => {
-                keep.insert((*i, row.index));
+            let flags = scratch.flags("near.u8", pairs)?;
+            let images = SavedImages {
+                embeddings: &embeddings,
+                shards: shards.len(),
+                dim,
+            };
+            let mut failed = None;
+            let block = usize::try_from(args.block_memory).unwrap_or(usize::MAX);
+            let k = near_duplicates_in_blocks(&images, &config, block, &mut |ordinal| {
+                if failed.is_none() {
+                    failed = flags.set(ordinal).err();
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
             }
+            Some(k)
         }
-    }
+        None => None,
+    };
 
-    // Pass 3: the kept samples' bytes, per input shard.
+    // Pass 3, per input shard: the decisions, then the kept samples' bytes.
     let out_shards = args.out.join("shards");
     std::fs::create_dir_all(&out_shards)
         .with_context(|| format!("creating {}", out_shards.display()))?;
+    let mut scores = scratch.scores()?;
+    let open_flags = |name: &str| Column::<1>::open(&scratch.path(name));
+    let mut exact = exact.map(|()| open_flags("exact.u8")).transpose()?;
+    let mut near = clusters.map(|_| open_flags("near.u8")).transpose()?;
+    let mut dropped: BTreeMap<DropReason, usize> = BTreeMap::new();
+    let mut kept = 0usize;
+    let mut bins = Bins::new(lo, hi);
+    let mut ordinal = 0u64;
     for (i, shard) in shards.iter().enumerate() {
-        let target = out_shards.join(format!("{i:05}.tar"));
-        if target.is_file() {
-            continue;
+        let mut keep: HashSet<u64> = HashSet::new();
+        for row in saved::read_rows(&embeddings, i)? {
+            let score = f32::from_le_bytes(scores.next_pair()?);
+            let flag = |column: &mut Option<Column<1>>| -> Result<bool> {
+                Ok(match column {
+                    Some(c) => c.next_pair()? == [1],
+                    None => false,
+                })
+            };
+            let (is_exact, is_near) = (flag(&mut exact)?, flag(&mut near)?);
+            // Every score goes through the top-fraction test in order: it counts the ties.
+            let in_top = top.as_mut().map(|t| t.keep(score));
+            let reason = is_exact
+                .then_some(DropReason::ExactDuplicate)
+                .or_else(|| is_near.then_some(DropReason::NearDuplicate))
+                .or_else(|| basic.check(&row.caption, row.width, row.height))
+                .or_else(|| {
+                    args.min_score
+                        // A NaN score is under any threshold.
+                        .is_some_and(|min| score.is_nan() || score < min)
+                        .then_some(DropReason::LowScore)
+                })
+                .or_else(|| (in_top == Some(false)).then_some(DropReason::NotInTopFraction))
+                .or_else(|| {
+                    balancer
+                        .as_ref()
+                        .is_some_and(|b| !b.keep(&row.caption, ordinal))
+                        .then_some(DropReason::Balanced)
+                });
+            bins.add(score, reason.is_none());
+            match reason {
+                Some(reason) => *dropped.entry(reason).or_default() += 1,
+                None => {
+                    kept += 1;
+                    keep.insert(row.index);
+                }
+            }
+            ordinal += 1;
         }
-        write_kept(shard, i, &keep, &target)?;
+        let target = out_shards.join(format!("{i:05}.tar"));
+        if !target.is_file() {
+            write_kept(shard, &keep, &target)?;
+        }
     }
+    scratch.remove()?;
 
-    let mut sorted = scores.clone();
-    sorted.sort_by(f32::total_cmp);
-    let score_quantiles = [
-        ("min", 0.0),
-        ("p10", 0.1),
-        ("p25", 0.25),
-        ("p50", 0.5),
-        ("p75", 0.75),
-        ("p90", 0.9),
-        ("max", 1.0),
-    ]
-    .into_iter()
-    .map(|(name, q)| (name, quantile(&sorted, q)))
-    .collect();
+    let score_quantiles = QUANTILES
+        .iter()
+        .zip(&quantiles)
+        .map(|((name, _), at)| (*name, key_score(at.key)))
+        .collect();
     let report = Report {
         spec: args.data.clone(),
         model: args.model.display().to_string(),
-        pairs: rows.len(),
-        kept: keep.len(),
+        pairs: pairs as usize,
+        kept,
         dropped,
         skipped,
         score_quantiles,
@@ -357,14 +431,9 @@ pub fn run(args: CurateArgs) -> Result<()> {
         }),
     };
     let histogram = args.out.join("scores.png");
-    if scores.iter().any(|s| s.is_finite()) {
-        crate::histogram::draw(
-            &scores,
-            &kept_flags,
-            args.min_score.or(top_threshold),
-            &histogram,
-        )
-        .with_context(|| format!("drawing {}", histogram.display()))?;
+    if lo.is_finite() {
+        crate::histogram::draw(&bins, args.min_score.or(top_threshold), &histogram)
+            .with_context(|| format!("drawing {}", histogram.display()))?;
     }
     let path = args.out.join("curate.json");
     std::fs::write(

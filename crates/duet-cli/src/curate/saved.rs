@@ -1,10 +1,11 @@
-//! Reading back pass 1's output (`embeddings/{i:05}.*`): every good pair's saved row and
-//! CLIP score, in spec order.
+//! Reading back pass 1's output (`embeddings/{i:05}.*`) one input shard at a time: its good
+//! pairs' saved rows and embeddings, its skips, and the image embeddings of the whole spec as
+//! a stream for the near-duplicate search.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
-use duet_data::SkipCounts;
+use duet_data::{RowBlocks, SkipCounts};
 use serde::Deserialize;
 
 /// One saved row of `embeddings/{i:05}.jsonl`.
@@ -21,17 +22,30 @@ struct ShardReport {
     skipped: SkipCounts,
 }
 
-/// Everything pass 2 needs, over the whole spec.
+/// One input shard's saved output.
 #[derive(Debug)]
-pub(super) struct Saved {
-    /// `(input shard, row)` of every good pair, in spec order.
-    pub rows: Vec<(usize, Row)>,
-    /// Each pair's CLIP score: the cosine of its unit embeddings.
-    pub scores: Vec<f32>,
-    /// The image embeddings, row-major, if asked for (the near-duplicate search).
+pub(super) struct SavedShard {
+    /// The good pairs, in the shard's order.
+    pub rows: Vec<Row>,
+    /// Their image and text embeddings, row-major, unit length.
     pub images: Vec<f32>,
+    pub texts: Vec<f32>,
     /// The samples the loader skipped, by reason.
     pub skipped: SkipCounts,
+}
+
+impl SavedShard {
+    /// Each pair's CLIP score: the cosine of its unit embeddings.
+    pub fn scores(&self, dim: usize) -> impl Iterator<Item = f32> + '_ {
+        self.images
+            .chunks(dim)
+            .zip(self.texts.chunks(dim))
+            .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum())
+    }
+}
+
+fn file(embeddings: &Path, i: usize, suffix: &str) -> PathBuf {
+    embeddings.join(format!("{i:05}.{suffix}"))
 }
 
 fn read_npy(path: &Path) -> Result<Vec<f32>> {
@@ -41,58 +55,69 @@ fn read_npy(path: &Path) -> Result<Vec<f32>> {
         .with_context(|| format!("{}: not float32", path.display()))
 }
 
-/// Reads the `shards` shards' saved embeddings of width `dim` in `embeddings`, keeping the image
-/// embeddings when `keep_images`.
-pub(super) fn read(
-    embeddings: &Path,
-    shards: usize,
-    dim: usize,
-    keep_images: bool,
-) -> Result<Saved> {
-    let mut rows: Vec<(usize, Row)> = Vec::new();
-    let mut scores = Vec::new();
-    // The image embeddings, kept for the near-duplicate search only.
-    let mut kept_images: Vec<f32> = Vec::new();
-    let mut skipped = SkipCounts::default();
-    for i in 0..shards {
-        let stem = embeddings.join(format!("{i:05}"));
-        let path = |suffix: &str| PathBuf::from(format!("{}.{suffix}", stem.display()));
-        let images = read_npy(&path("images.npy"))?;
-        let texts = read_npy(&path("texts.npy"))?;
-        let report: ShardReport = serde_json::from_str(
-            &std::fs::read_to_string(path("json"))
-                .with_context(|| format!("reading {}", path("json").display()))?,
-        )
-        .with_context(|| format!("{}", path("json").display()))?;
-        skipped.merge(&report.skipped);
-        let lines = std::fs::read_to_string(path("jsonl"))
-            .with_context(|| format!("reading {}", path("jsonl").display()))?;
-        let saved: Vec<Row> = lines
-            .lines()
-            .map(serde_json::from_str)
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("{}", path("jsonl").display()))?;
-        ensure!(
-            images.len() == saved.len() * dim && texts.len() == images.len(),
-            "{}: embeddings and rows disagree; delete the directory and run again",
-            stem.display()
-        );
-        if keep_images {
-            kept_images.extend_from_slice(&images);
-        }
-        for (j, row) in saved.into_iter().enumerate() {
-            let (a, b) = (
-                &images[j * dim..(j + 1) * dim],
-                &texts[j * dim..(j + 1) * dim],
-            );
-            scores.push(a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>());
-            rows.push((i, row));
-        }
-    }
-    Ok(Saved {
+/// Shard `i`'s saved rows.
+pub(super) fn read_rows(embeddings: &Path, i: usize) -> Result<Vec<Row>> {
+    let path = file(embeddings, i, "jsonl");
+    let lines =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    lines
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{}", path.display()))
+}
+
+/// Shard `i`'s saved rows, embeddings of width `dim`, and skips.
+pub(super) fn read_shard(embeddings: &Path, i: usize, dim: usize) -> Result<SavedShard> {
+    let images = read_npy(&file(embeddings, i, "images.npy"))?;
+    let texts = read_npy(&file(embeddings, i, "texts.npy"))?;
+    let report_path = file(embeddings, i, "json");
+    let report: ShardReport = serde_json::from_str(
+        &std::fs::read_to_string(&report_path)
+            .with_context(|| format!("reading {}", report_path.display()))?,
+    )
+    .with_context(|| format!("{}", report_path.display()))?;
+    let rows = read_rows(embeddings, i)?;
+    ensure!(
+        images.len() == rows.len() * dim && texts.len() == images.len(),
+        "{}: embeddings and rows disagree; delete the directory and run again",
+        file(embeddings, i, "*").display()
+    );
+    Ok(SavedShard {
         rows,
-        scores,
-        images: kept_images,
-        skipped,
+        images,
+        texts,
+        skipped: report.skipped,
     })
+}
+
+/// The saved image embeddings of shards `0..shards`, one shard per block.
+pub(super) struct SavedImages<'a> {
+    pub embeddings: &'a Path,
+    pub shards: usize,
+    pub dim: usize,
+}
+
+impl RowBlocks for SavedImages<'_> {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn each_block(&self, f: &mut dyn FnMut(u64, &[f32])) -> std::io::Result<()> {
+        let mut first = 0u64;
+        for i in 0..self.shards {
+            let images = read_npy(&file(self.embeddings, i, "images.npy"))
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+            if images.len() % self.dim != 0 {
+                return Err(std::io::Error::other(format!(
+                    "{}: not rows of {}",
+                    file(self.embeddings, i, "images.npy").display(),
+                    self.dim
+                )));
+            }
+            f(first, &images);
+            first += (images.len() / self.dim) as u64;
+        }
+        Ok(())
+    }
 }
