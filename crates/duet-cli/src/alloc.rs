@@ -8,8 +8,8 @@
 //! with the towers on two threads the faults also serialise on the address-space lock.
 //! Raising the thresholds keeps the memory in the heap for reuse (BENCHMARKS.md, "CPU step").
 //!
-//! This is the one place in the workspace that needs `unsafe`: an FFI call with no memory
-//! argument. A `mimalloc` global allocator (safe to install) measured 5–10 % slower than this,
+//! This and the CUDA driver check in `backend.rs` are the only places in the workspace that
+//! need `unsafe`: here an FFI call with no memory argument. A `mimalloc` global allocator (safe to install) measured 5–10 % slower than this,
 //! and `jemalloc` slower still.
 
 /// Sets glibc's mmap threshold to its largest value (32 MiB on 64-bit), the trim threshold to

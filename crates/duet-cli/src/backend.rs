@@ -25,7 +25,7 @@ impl DeviceKind {
             #[cfg(not(feature = "wgpu"))]
             Self::Wgpu => bail!(NO_WGPU),
             #[cfg(feature = "cuda")]
-            Self::Cuda => Ok(Device::cuda(0)),
+            Self::Cuda => cuda_driver().map(|()| Device::cuda(0)),
             #[cfg(not(feature = "cuda"))]
             Self::Cuda => bail!(NO_CUDA),
         }
@@ -41,11 +41,37 @@ impl DeviceKind {
             #[cfg(not(feature = "wgpu"))]
             Self::Wgpu => bail!(NO_WGPU),
             #[cfg(feature = "cuda")]
-            Self::Cuda => listed(burn::tensor::DeviceType::Cuda, "CUDA"),
+            Self::Cuda => {
+                cuda_driver().and_then(|()| listed(burn::tensor::DeviceType::Cuda, "CUDA"))
+            }
             #[cfg(not(feature = "cuda"))]
             Self::Cuda => bail!(NO_CUDA),
         }
     }
+}
+
+/// Whether the CUDA driver library loads and sees a GPU: a one-line error before any work
+/// where cubecl's CUDA runtime would panic in a worker thread (no driver, no device).
+#[cfg(feature = "cuda")]
+fn cuda_driver() -> Result<()> {
+    // SAFETY: loads the driver library by the names cudarc would (running its initialisers, as
+    // the CUDA runtime's first call would) and calls nothing in it.
+    #[allow(unsafe_code)]
+    let present = unsafe { cudarc::driver::sys::is_culib_present() };
+    if !present {
+        bail!(
+            "--device cuda: no CUDA driver on this machine (libcuda.so.1 does not load; if it \
+             is installed elsewhere, add its directory to LD_LIBRARY_PATH)"
+        );
+    }
+    cudarc::driver::result::init()
+        .map_err(|e| anyhow::anyhow!("--device cuda: the CUDA driver does not start: {e}"))?;
+    let count = cudarc::driver::result::device::get_count()
+        .map_err(|e| anyhow::anyhow!("--device cuda: the CUDA driver lists no device: {e}"))?;
+    if count < 1 {
+        bail!("--device cuda: the CUDA driver sees no GPU");
+    }
+    Ok(())
 }
 
 /// Every device burn enumerates of `kind`; none is an error.
