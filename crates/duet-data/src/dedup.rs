@@ -92,7 +92,7 @@ pub fn near_duplicates(embeddings: &[f32], dim: usize, config: &NearDedup) -> Ve
 
 /// The near-duplicate search over rows too many to hold, in bounded memory: calls
 /// `on_duplicate(position)` once for every near duplicate (in no particular order) and returns
-/// the number of clusters. Memory: `2k` centroids, at most [`SEED_SAMPLE`]`.max(16k)` seeding
+/// the number of clusters. Memory: `2k` centroids, at most `max(4096, 16k)` seeding
 /// rows, one block of `rows`, and the clusters searched together, `block_bytes` of embeddings
 /// (a cluster larger than that on its own). Reads `rows` once for the seeding, once per Lloyd
 /// iteration, and once per block of clusters.
