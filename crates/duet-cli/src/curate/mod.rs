@@ -304,7 +304,7 @@ pub fn run(args: CurateArgs) -> Result<()> {
     let top_threshold = top.as_ref().and_then(TopFraction::threshold);
     let quantiles = QUANTILES.map(|(_, q)| ((pairs - 1) as f64 * q).round() as u64);
     let quantiles = select_ranks(pairs, &quantiles, &mut each_score)?;
-    let exact = if args.dedup_exact {
+    if args.dedup_exact {
         let flags = scratch.flags("exact.u8", pairs)?;
         let good = |i: usize| -> Result<Vec<u64>> {
             Ok(saved::read_rows(&embeddings, i)?
@@ -313,10 +313,7 @@ pub fn run(args: CurateArgs) -> Result<()> {
                 .collect())
         };
         exact_duplicates(&shards, &good, pairs, args.block_memory, &scratch, &flags)?;
-        Some(())
-    } else {
-        None
-    };
+    }
     let clusters = match args.dedup_near {
         Some(threshold) => {
             let clusters = args
@@ -355,7 +352,10 @@ pub fn run(args: CurateArgs) -> Result<()> {
         .with_context(|| format!("creating {}", out_shards.display()))?;
     let mut scores = scratch.scores()?;
     let open_flags = |name: &str| Column::<1>::open(&scratch.path(name));
-    let mut exact = exact.map(|()| open_flags("exact.u8")).transpose()?;
+    let mut exact = args
+        .dedup_exact
+        .then(|| open_flags("exact.u8"))
+        .transpose()?;
     let mut near = clusters.map(|_| open_flags("near.u8")).transpose()?;
     let mut dropped: BTreeMap<DropReason, usize> = BTreeMap::new();
     let mut kept = 0usize;

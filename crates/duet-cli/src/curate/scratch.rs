@@ -5,11 +5,11 @@
 //! directory is removed when the curation is done.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 
 /// `OUT/decide/`.
 #[derive(Debug)]
@@ -124,19 +124,18 @@ impl<const N: usize> Column<N> {
 
     /// The next pair's bytes, `None` at the end.
     pub fn next_value(&mut self) -> Result<Option<[u8; N]>> {
-        let mut bytes = [0u8; N];
-        let mut filled = 0;
-        while filled < N {
-            let read = self
-                .input
-                .read(&mut bytes[filled..])
-                .with_context(|| format!("reading {}", self.path.display()))?;
-            if read == 0 {
-                ensure!(filled == 0, "{}: cut inside a value", self.path.display());
-                return Ok(None);
-            }
-            filled += read;
+        let at_end = self
+            .input
+            .fill_buf()
+            .with_context(|| format!("reading {}", self.path.display()))?
+            .is_empty();
+        if at_end {
+            return Ok(None);
         }
+        let mut bytes = [0u8; N];
+        self.input
+            .read_exact(&mut bytes)
+            .with_context(|| format!("{}: cut inside a value", self.path.display()))?;
         Ok(Some(bytes))
     }
 
