@@ -263,18 +263,23 @@ fn curate_drops_exact_duplicate_images_after_their_first_occurrence() {
     // The bundled training sample holds 1,188 pairs of 1,185 distinct images (3 emoji images
     // occur twice): --dedup-exact keeps each image's first pair in spec order.
     let tmp = tempfile::tempdir().expect("temp dir");
-    let out = tmp.path().join("cur");
-    let spec = "datasets/sample/train/{00000..00002}.tar";
-    ok(&[
-        "curate",
-        "--model",
-        "tests/fixtures/clip-tiny/hf",
-        "--data",
-        spec,
-        "--out",
-        out.to_str().expect("utf-8 path"),
-        "--dedup-exact",
-    ]);
+    let run = |name: &str, block_memory: &str| {
+        let out = tmp.path().join(name);
+        ok(&[
+            "curate",
+            "--model",
+            "tests/fixtures/clip-tiny/hf",
+            "--data",
+            "datasets/sample/train/{00000..00002}.tar",
+            "--out",
+            out.to_str().expect("utf-8 path"),
+            "--dedup-exact",
+            "--block-memory",
+            block_memory,
+        ]);
+        out
+    };
+    let out = run("cur", "1G");
     // By hand: walk the input in spec order (shard, then member order, which is sample order),
     // remembering image bytes.
     let mut seen = std::collections::BTreeSet::new();
@@ -307,19 +312,7 @@ fn curate_drops_exact_duplicate_images_after_their_first_occurrence() {
     assert!(!out.join("decide").exists());
 
     // A 1-byte --block-memory splits the hashes into the most buckets (256): same decisions.
-    let small = tmp.path().join("small");
-    ok(&[
-        "curate",
-        "--model",
-        "tests/fixtures/clip-tiny/hf",
-        "--data",
-        spec,
-        "--out",
-        small.to_str().expect("utf-8 path"),
-        "--dedup-exact",
-        "--block-memory",
-        "1",
-    ]);
+    let small = run("small", "1");
     // curate.json, scores.png, the settings and the tars.
     assert_same_files(&out, &small, &["", "shards"]);
 }

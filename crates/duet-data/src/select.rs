@@ -166,12 +166,28 @@ mod tests {
     use crate::filter::top_fraction;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+    use std::ops::Range;
 
     fn over(scores: &[f32]) -> impl FnMut(&mut dyn FnMut(f32)) -> Result<(), ()> + '_ {
         move |f| {
             scores.iter().for_each(|&s| f(s));
             Ok(())
         }
+    }
+
+    /// `n` seeded scores: NaN with probability `nan`, else `j / divisor` for a uniform `j` in
+    /// `grid` (many ties).
+    fn grid_scores(seed: u64, n: usize, nan: f64, grid: Range<i32>, divisor: f32) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                if rng.random::<f64>() < nan {
+                    f32::NAN
+                } else {
+                    (rng.random_range(grid.clone()) as f32) / divisor
+                }
+            })
+            .collect()
     }
 
     #[test]
@@ -211,16 +227,7 @@ mod tests {
         assert_eq!(above, [4, 3, 0, 0, 2]);
 
         // Random scores on a coarse grid (many ties, a few NaNs): every rank equals the sort.
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let scores: Vec<f32> = (0..3000)
-            .map(|_| {
-                if rng.random::<f64>() < 0.01 {
-                    f32::NAN
-                } else {
-                    (rng.random_range(-50i32..50) as f32) / 50.0
-                }
-            })
-            .collect();
+        let scores = grid_scores(7, 3000, 0.01, -50..50, 50.0);
         let mut sorted: Vec<u32> = scores.iter().map(|&s| score_key(s)).collect();
         sorted.sort_unstable();
         let ranks: Vec<u64> = (0..3000).step_by(37).chain([2999]).collect();
@@ -236,16 +243,7 @@ mod tests {
 
     #[test]
     fn streamed_top_fraction_keeps_what_the_sort_keeps() {
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let scores: Vec<f32> = (0..500)
-            .map(|_| {
-                if rng.random::<f64>() < 0.05 {
-                    f32::NAN
-                } else {
-                    (rng.random_range(0..20) as f32) / 20.0
-                }
-            })
-            .collect();
+        let scores = grid_scores(3, 500, 0.05, 0..20, 20.0);
         for fraction in [0.0, 0.001, 0.1, 0.37, 0.5, 0.96, 0.999, 1.0] {
             let mut top = TopFraction::new(500, fraction, &mut over(&scores)).expect("in memory");
             let streamed: Vec<bool> = scores.iter().map(|&s| top.keep(s)).collect();
