@@ -3,6 +3,7 @@
 use anyhow::{Result, bail};
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
+use duet_train::MemoryBudget;
 
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -141,16 +142,47 @@ impl DeviceArgs {
     }
 }
 
-/// The memory a training step of this process may use: on the CPU, the machine's available
-/// memory (`MemAvailable`) shared by the job's `local_processes` on this node; `None` on a GPU
-/// (its memory is not read yet) or where `/proc/meminfo` cannot be read.
-pub fn memory_budget(devices: &[Device], local_processes: usize) -> Option<u64> {
+/// The memory a training step of this process may use. Host memory is the machine's available
+/// memory (`MemAvailable`) shared by the job's `local_processes` on this node (not checked
+/// where `/proc/meminfo` cannot be read): on the CPU the whole step lives there; on GPUs the
+/// loader's batch does, and each device's share is checked against the free memory of the
+/// emptiest CUDA device. wgpu does not tell a device's memory, so a wgpu step's device share is
+/// not checked.
+pub fn memory_budget(devices: &[Device], local_processes: usize) -> MemoryBudget {
+    let host =
+        proc_bytes("/proc/meminfo", "MemAvailable").map(|b| b / local_processes.max(1) as u64);
     let cpu = Device::flex().autodiff();
-    if !devices.iter().all(|d| *d == cpu) {
-        return None;
+    if devices.iter().all(|d| *d == cpu) {
+        return host.map_or(MemoryBudget::Unchecked, MemoryBudget::Host);
     }
-    let available = proc_bytes("/proc/meminfo", "MemAvailable")?;
-    Some(available / local_processes.max(1) as u64)
+    MemoryBudget::Gpu {
+        host,
+        device: cuda_free_memory(devices),
+    }
+}
+
+/// The free memory of the emptiest of `devices`, when every one is a CUDA device whose driver
+/// answers; `None` otherwise.
+#[cfg(feature = "cuda")]
+fn cuda_free_memory(devices: &[Device]) -> Option<u64> {
+    let count = usize::try_from(cudarc::driver::result::device::get_count().ok()?).ok()?;
+    devices
+        .iter()
+        .try_fold(None, |smallest: Option<u64>, device| {
+            let ordinal = (0..count).find(|&i| *device == Device::cuda(i).autodiff())?;
+            // The device's primary context, the one cubecl's runtime retains too.
+            let (free, _total) = cudarc::driver::CudaContext::new(ordinal)
+                .ok()?
+                .mem_get_info()
+                .ok()?;
+            let free = free as u64;
+            Some(Some(smallest.map_or(free, |s| s.min(free))))
+        })?
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_free_memory(_devices: &[Device]) -> Option<u64> {
+    None
 }
 
 /// The `key:` line of a Linux `/proc` file such as `/proc/meminfo` or `/proc/self/status`

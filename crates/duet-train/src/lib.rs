@@ -38,7 +38,7 @@ pub use evaluate::{
     EvalConfig, EvalMetrics, EvalResult, RetrievalSet, ZeroShotSet, evaluate, metrics_row,
 };
 pub use lock::LockConfig;
-pub use memory::StepMemory;
+pub use memory::{MemoryBudget, StepMemory};
 pub use metrics::MetricsRow;
 pub use run::{Control, Progress, ProgressFn, RunSummary, loader_config, run};
 pub use scaler::LossScale;

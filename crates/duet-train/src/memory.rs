@@ -11,6 +11,11 @@
 //! with their gradients. burn keeps some further intermediates, so a step needs more than this
 //! (BENCHMARKS.md compares it with measured peaks); refusing only above the lower bound never
 //! refuses a step that would fit.
+//!
+//! Where the step lives decides what is compared with what ([`MemoryBudget`]): on the CPU the
+//! whole process's step against the host's available memory; on GPUs the first device's share
+//! ([`StepMemory::first_device`]) against that GPU's free memory, and the loader's batch, which
+//! stays in host memory, against the host's.
 
 use duet_loss::Loss;
 use duet_model::ClipConfig;
@@ -22,7 +27,7 @@ use crate::{TrainConfig, TrainError};
 const F32: u128 = 4;
 
 /// A step's memory, by part, in bytes, for one process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StepMemory {
     /// Activations the backward keeps, for the blocks alive at once.
     pub activations: u64,
@@ -34,27 +39,68 @@ pub struct StepMemory {
     pub logits: u64,
 }
 
+/// The memory a process's step may use, by where the step's parts live (see [`StepMemory`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemoryBudget {
+    /// Not checked.
+    #[default]
+    Unchecked,
+    /// The step runs on the CPU: bytes of host memory this process may use for all of it.
+    Host(u64),
+    /// The step runs on GPUs. `host`: bytes of host memory for the loader's batch; `device`:
+    /// the free bytes of the emptiest of this process's GPUs (`None` where the backend does not
+    /// tell, as wgpu). A `None` part is not checked.
+    Gpu {
+        /// Host memory this process may use.
+        host: Option<u64>,
+        /// Free memory of each of this process's GPUs (the smallest).
+        device: Option<u64>,
+    },
+}
+
+impl MemoryBudget {
+    /// Refuses, naming `train.batch_size`, a step that does not fit (see [`StepMemory`]).
+    pub(crate) fn check(
+        self,
+        config: &TrainConfig,
+        clip: &ClipConfig,
+        layout: &Layout,
+    ) -> Result<(), TrainError> {
+        match self {
+            Self::Unchecked => Ok(()),
+            Self::Host(budget) => StepMemory::estimate(config, clip, layout).check(
+                config,
+                budget,
+                "per process for a step",
+            ),
+            Self::Gpu { host, device } => {
+                if let Some(budget) = host {
+                    StepMemory::loader(clip, layout).check(
+                        config,
+                        budget,
+                        "of host memory per process for the loader",
+                    )?;
+                }
+                match device {
+                    Some(budget) => StepMemory::first_device(config, clip, layout).check(
+                        config,
+                        budget,
+                        "on the first GPU of each process for a step",
+                    ),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
 impl StepMemory {
     /// The step `config` configures for `clip` on this process, laid out as `layout`. Counted
     /// in 128 bits and saturated to `u64::MAX`: an absurd batch gives a huge estimate, never an
     /// overflow.
     pub(crate) fn estimate(config: &TrainConfig, clip: &ClipConfig, layout: &Layout) -> Self {
         let train = &config.train;
-        let (v, t) = (&clip.vision, &clip.text);
-        let kind = Kept {
-            low: if train.precision.low().is_some() {
-                2
-            } else {
-                F32
-            },
-            checkpoint: train.grad_checkpointing,
-        };
-        // The class token (if any) and the patches patch dropout keeps.
-        let patches = v.num_patches();
-        let vision_tokens =
-            v.num_positions() - patches + PatchDropout::kept_of(train.patch_dropout, patches);
-        let per_sample = kind.tower(vision_tokens, v.width, v.heads, v.mlp_dim, v.layers)
-            + kind.tower(t.context_length, t.width, t.heads, t.mlp_dim, t.layers);
+        let per_sample = activations_per_sample(config, clip);
         let n = |x: usize| x as u128;
         // Without accumulation every local device's block keeps its graph until the loss; with
         // it, one micro-batch is alive at a time (the others are cached features).
@@ -64,10 +110,7 @@ impl StepMemory {
             n(train.batch_size)
         };
         let global = n(layout.global_batch);
-        let local = global / n(layout.processes).max(1);
-        let pixels = 3 * n(v.image_size).pow(2);
-        // The loader's batch and the tensor made of it; token ids as i64.
-        let batch = local * (2 * pixels * F32 + n(t.context_length) * 8);
+        let (loader, tensors) = batch_parts(clip, layout);
         let rows = if train.local_loss {
             n(train.batch_size)
         } else {
@@ -77,13 +120,36 @@ impl StepMemory {
             Loss::InfoNce { .. } => 2,
             _ => 1,
         };
-        let clamp = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
         Self {
             activations: clamp(alive * per_sample),
             parameters: clamp(4 * F32 * n(clip.num_params())),
-            batch: clamp(batch),
+            batch: clamp(loader + tensors),
             // Each matrix and its gradient.
             logits: clamp(2 * matrices * rows * global * F32),
+        }
+    }
+
+    /// The share of the first of this process's devices when the step runs on GPUs: it holds
+    /// the model with its gradients and AdamW's moments, the logits (every device's features
+    /// meet there), the tensors of the process's whole batch (made there, then sent to the
+    /// other devices in parts), and one micro-batch's activations (each device keeps its own;
+    /// with accumulation the other micro-batches are cached features).
+    pub(crate) fn first_device(config: &TrainConfig, clip: &ClipConfig, layout: &Layout) -> Self {
+        let (_, tensors) = batch_parts(clip, layout);
+        let micro_batch = config.train.batch_size as u128;
+        Self {
+            activations: clamp(micro_batch * activations_per_sample(config, clip)),
+            batch: clamp(tensors),
+            ..Self::estimate(config, clip, layout)
+        }
+    }
+
+    /// The loader's share of the process's batch, the part that stays in host memory when the
+    /// step runs on GPUs.
+    pub(crate) fn loader(clip: &ClipConfig, layout: &Layout) -> Self {
+        Self {
+            batch: clamp(batch_parts(clip, layout).0),
+            ..Self::default()
         }
     }
 
@@ -95,15 +161,21 @@ impl StepMemory {
             .saturating_add(self.logits)
     }
 
-    /// Refuses, naming `train.batch_size`, a step whose estimate exceeds `budget` bytes.
-    pub(crate) fn check(&self, config: &TrainConfig, budget: u64) -> Result<(), TrainError> {
+    /// Refuses, naming `train.batch_size`, a step whose estimate exceeds `budget` bytes;
+    /// `what` says where ("per process for a step").
+    pub(crate) fn check(
+        &self,
+        config: &TrainConfig,
+        budget: u64,
+        what: &str,
+    ) -> Result<(), TrainError> {
         if self.total() <= budget {
             return Ok(());
         }
         Err(TrainError::invalid(
             "train.batch_size",
             format!(
-                "{} samples per micro-batch need at least {} per process for a step \
+                "{} samples per micro-batch need at least {} {what} \
                  (activations {}, weights/gradients/AdamW {}, batch {}, logits {}), and {} is \
                  available; lower train.batch_size (raise train.accum_freq to keep the global \
                  batch{})",
@@ -122,6 +194,43 @@ impl StepMemory {
             ),
         ))
     }
+}
+
+/// `x` in a `u64`, saturated.
+fn clamp(x: u128) -> u64 {
+    u64::try_from(x).unwrap_or(u64::MAX)
+}
+
+/// This process's batch in bytes: the loader's decoded images (f32), and the tensors made of
+/// them (images in f32, token ids as i64).
+fn batch_parts(clip: &ClipConfig, layout: &Layout) -> (u128, u128) {
+    let n = |x: usize| x as u128;
+    let local = n(layout.global_batch) / n(layout.processes).max(1);
+    let pixels = 3 * n(clip.vision.image_size).pow(2);
+    (
+        local * pixels * F32,
+        local * (pixels * F32 + n(clip.text.context_length) * 8),
+    )
+}
+
+/// Bytes the backward keeps per sample of a micro-batch, both towers.
+fn activations_per_sample(config: &TrainConfig, clip: &ClipConfig) -> u128 {
+    let train = &config.train;
+    let (v, t) = (&clip.vision, &clip.text);
+    let kind = Kept {
+        low: if train.precision.low().is_some() {
+            2
+        } else {
+            F32
+        },
+        checkpoint: train.grad_checkpointing,
+    };
+    // The class token (if any) and the patches patch dropout keeps.
+    let patches = v.num_patches();
+    let vision_tokens =
+        v.num_positions() - patches + PatchDropout::kept_of(train.patch_dropout, patches);
+    kind.tower(vision_tokens, v.width, v.heads, v.mlp_dim, v.layers)
+        + kind.tower(t.context_length, t.width, t.heads, t.mlp_dim, t.layers)
 }
 
 /// How the step keeps activations.
@@ -226,8 +335,13 @@ mod tests {
         assert_eq!(m.batch, 64 * 98_920);
         // InfoNCE's two 64 × 64 matrices and their gradients: 4 × 4,096 × 4 B.
         assert_eq!(m.logits, 65_536);
-        assert!(m.check(&config, m.total()).is_ok());
-        let err = m.check(&config, m.total() - 1).expect_err("one byte short");
+        assert!(
+            m.check(&config, m.total(), "per process for a step")
+                .is_ok()
+        );
+        let err = m
+            .check(&config, m.total() - 1, "per process for a step")
+            .expect_err("one byte short");
         let message = err.to_string();
         assert!(
             message.starts_with("train.batch_size: 64 samples per micro-batch"),
@@ -246,5 +360,53 @@ mod tests {
         let (config, _) = tiny(&["train.patch_dropout=0.5"]);
         let m = StepMemory::estimate(&config, &clip, &layout);
         assert_eq!(m.activations, 64 * (575_520 + 1_451_296));
+    }
+
+    #[test]
+    fn on_gpus_the_first_device_and_the_host_loader_are_checked_apart() {
+        // 2 devices, accum_freq 2: a micro-batch of 64, 128 samples per device, 256 a step.
+        let (config, clip) = tiny(&["train.accum_freq=2"]);
+        let layout = Layout::new(&config, 2, &duet_dist::Solo, 1).expect("layout");
+        let process = StepMemory::estimate(&config, &clip, &layout);
+        let first = StepMemory::first_device(&config, &clip, &layout);
+        // One micro-batch's activations (as in the tiny test above: 1,200,160 + 1,451,296 B per
+        // sample); the tensors of the process's 256 samples: 256 × (3·64²·4 B + 77 × 8 B) =
+        // 256 × 49,768 B.
+        assert_eq!(first.activations, 64 * (1_200_160 + 1_451_296));
+        assert_eq!(first.batch, 256 * 49_768);
+        assert_eq!(first.parameters, process.parameters);
+        assert_eq!(first.logits, process.logits);
+        // The loader's decoded images stay on the host: 256 × 3·64²·4 B = 256 × 49,152 B; the
+        // process's batch counts them and the tensors: 256 × 98,920 B.
+        let loader = StepMemory::loader(&clip, &layout);
+        assert_eq!(loader.total(), 256 * 49_152);
+        assert_eq!(process.batch, 256 * 98_920);
+
+        let gpu = |host, device| MemoryBudget::Gpu { host, device };
+        let ok = |b: MemoryBudget| b.check(&config, &clip, &layout).is_ok();
+        let refusal = |b: MemoryBudget| {
+            b.check(&config, &clip, &layout)
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(ok(gpu(Some(loader.total()), Some(first.total()))));
+        // Neither part known: nothing to check (wgpu on a machine without /proc/meminfo).
+        assert!(ok(gpu(None, None)));
+        assert!(ok(MemoryBudget::Unchecked));
+        let device = refusal(gpu(None, Some(first.total() - 1)));
+        assert!(
+            device.starts_with("train.batch_size: 64 samples per micro-batch need at least")
+                && device.contains("on the first GPU of each process"),
+            "{device}"
+        );
+        let host = refusal(gpu(Some(loader.total() - 1), None));
+        assert!(
+            host.contains("of host memory per process for the loader"),
+            "{host}"
+        );
+        // On the CPU the whole process's step counts, more than the first device's share.
+        assert!(process.total() > first.total());
+        assert!(!ok(MemoryBudget::Host(process.total() - 1)));
+        assert!(ok(MemoryBudget::Host(process.total())));
     }
 }

@@ -107,10 +107,10 @@ pub struct Control {
     pub interrupt: Option<Arc<AtomicBool>>,
     /// Called after every step (a progress bar).
     pub progress: Option<ProgressFn>,
-    /// Bytes this process's step may use (on the CPU, the machine's available memory shared by
-    /// its processes): a configured step whose [`crate::StepMemory`] estimate exceeds it is
-    /// refused before any work. `None`: not checked.
-    pub memory_budget: Option<u64>,
+    /// The memory this process's step may use (on the CPU, the machine's available memory
+    /// shared by its processes; on GPUs, also each GPU's free memory): a configured step whose
+    /// [`crate::StepMemory`] estimate exceeds it is refused before any work.
+    pub memory_budget: crate::MemoryBudget,
 }
 
 impl std::fmt::Debug for Control {

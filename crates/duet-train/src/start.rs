@@ -15,7 +15,7 @@ use crate::scaler::LossScale;
 use crate::checkpoint::{self, bad, io};
 use crate::config::resolve_model_dir;
 use crate::lazy::materialize;
-use crate::memory::StepMemory;
+use crate::memory::MemoryBudget;
 use crate::metrics::truncate_metrics;
 use crate::sync::{broadcast_model, comm_error, fingerprint};
 use crate::{Stepper, TrainConfig, TrainError, lock};
@@ -105,24 +105,21 @@ pub(crate) fn start(
     devices: &[Device],
     start: Start,
     comm: &dyn Collective,
-    memory_budget: Option<u64>,
+    memory_budget: MemoryBudget,
 ) -> Result<Started, TrainError> {
     let Some(device) = devices.first() else {
         return Err(TrainError::invalid("devices", "no device given"));
     };
     agree_on_config(config, comm)?;
     check_precision(config, devices)?;
-    let fits = |clip: &ClipConfig, layout: &Layout| match memory_budget {
-        Some(budget) => StepMemory::estimate(config, clip, layout).check(config, budget),
-        None => Ok(()),
-    };
+    let fits = |clip: &ClipConfig, layout: &Layout| memory_budget.check(config, clip, layout);
     match start {
         Start::Fresh => fresh(config, run_dir, devices, device, comm, &fits),
         Start::Resume => resume(config, run_dir, devices, device, comm, &fits),
     }
 }
 
-/// Whether the configured step fits in memory (see [`StepMemory`]).
+/// Whether the configured step fits in memory (see [`crate::StepMemory`]).
 type Fits<'a> = dyn Fn(&ClipConfig, &Layout) -> Result<(), TrainError> + 'a;
 
 fn fresh(
