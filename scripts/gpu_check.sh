@@ -16,7 +16,8 @@
 #   1. env: GPU, driver, CUDA, torch; libdevice.10.bc found and CUDA_PATH pointed at it; the
 #      Vulkan loader unpacked and an NVIDIA ICD found (or written for the driver's library).
 #   2. correctness: the parity fixture's fine-tune (6 steps of 16, as scripts/check_wgpu.sh)
-#      on cpu, cuda and wgpu, f32; and bf16 on cpu and cuda (wgpu has no bf16: f16 there).
+#      on cpu, cuda and wgpu, f32; and bf16 on cpu and cuda (wgpu has no bf16: f16 there);
+#      an impossible batch refused on cuda from the GPU's free memory.
 #   3. speed: `duet bench step --model ViT-B-32 --batch-size 256` on cuda f32/bf16 and wgpu
 #      f32/f16, each first with cubecl's caches empty (cold: kernel compilation and autotuning
 #      fall in its warm-up steps) and later again (warm: the caches on disk); then
@@ -188,6 +189,12 @@ torch=(python3 scripts/bench/step_time.py --model "$model" --batch-size "$batch"
 
 part tune-cpu-f32 90 "$duet" "${tune[@]}" --run-dir "$out/runs/cpu-f32" --device cpu
 part tune-cuda-f32 120 "$duet" "${tune[@]}" --run-dir "$out/runs/cuda-f32" --device cuda
+# The memory refusal on CUDA: 400,000 samples of the tiny model need about 20 GB of host memory
+# for the loader (fits the machine's 128 GiB) and a terabyte of activations on the GPU, so the
+# refusal must come from the device part, reading the GPU's free memory (exit 1, no run dir).
+part cuda-batch-refused 60 bash -c 'text=$("$@" 2>&1); rc=$?; echo "$text"; [[ $rc == 1 &&
+  $text == *"on the first GPU of each process"* ]]' refuse "$duet" pretrain --config \
+  configs/tiny.toml --device cuda --set train.batch_size=400000 --run-dir "$out/runs/refused"
 part bench-cuda-f32-cold 150 "$duet" "${bench[@]}" --device cuda --precision f32
 part torch-fp32-tf32 90 "${torch[@]}" --precision fp32 --tf32
 part torch-amp_bf16 90 "${torch[@]}" --precision amp_bf16

@@ -84,6 +84,10 @@ def main() -> None:
         "cuda bf16 vs cpu bf16": compare(cpu16, losses(out, "cuda-bf16"), 2e-2),
         "cuda bf16 vs cpu f32": compare(cpu32, losses(out, "cuda-bf16"), 2e-2),
     }
+    refused = parts.get("cuda-batch-refused")
+    correctness["cuda impossible batch refused"] = (
+        {"ok": refused["rc"] == 0, "why": f"exit {refused['rc']} (0: refused, naming the GPU)"}
+        if refused else {"ok": False, "why": "did not run"})
     # TF32 keeps 10 mantissa bits: when cuda f32 misses 1e-4, say whether it is within TF32's.
     tf32 = compare(cpu32, losses(out, "cuda-f32"), 5e-3)
     correctness["cuda f32 vs cpu f32"]["within_tf32_bound_5e-3"] = tf32["ok"]
