@@ -162,9 +162,11 @@ pub fn memory_budget(devices: &[Device], local_processes: usize) -> MemoryBudget
 }
 
 /// The free memory of the emptiest of `devices`, when every one is a CUDA device whose driver
-/// answers; `None` otherwise.
+/// answers; `None` otherwise (a wgpu run of a CUDA build on a machine without the driver, too:
+/// cudarc's calls panic when the library is missing, so [`cuda_driver`] asks first).
 #[cfg(feature = "cuda")]
 fn cuda_free_memory(devices: &[Device]) -> Option<u64> {
+    cuda_driver().ok()?;
     let count = usize::try_from(cudarc::driver::result::device::get_count().ok()?).ok()?;
     devices
         .iter()

@@ -27,7 +27,7 @@ use crate::{TrainConfig, TrainError};
 const F32: u128 = 4;
 
 /// A step's memory, by part, in bytes, for one process.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepMemory {
     /// Activations the backward keeps, for the blocks alive at once.
     pub activations: u64,
@@ -75,11 +75,7 @@ impl MemoryBudget {
             ),
             Self::Gpu { host, device } => {
                 if let Some(budget) = host {
-                    StepMemory::loader(clip, layout).check(
-                        config,
-                        budget,
-                        "of host memory per process for the loader",
-                    )?;
+                    check_loader(config, clip, layout, budget)?;
                 }
                 match device {
                     Some(budget) => StepMemory::first_device(config, clip, layout).check(
@@ -144,15 +140,6 @@ impl StepMemory {
         }
     }
 
-    /// The loader's share of the process's batch, the part that stays in host memory when the
-    /// step runs on GPUs.
-    pub(crate) fn loader(clip: &ClipConfig, layout: &Layout) -> Self {
-        Self {
-            batch: clamp(batch_parts(clip, layout).0),
-            ..Self::default()
-        }
-    }
-
     /// All parts together.
     pub fn total(&self) -> u64 {
         self.activations
@@ -194,6 +181,42 @@ impl StepMemory {
             ),
         ))
     }
+}
+
+/// The loader's decoded images of this process's batch in bytes: the part of a step that stays
+/// in host memory when the step runs on GPUs.
+fn loader_bytes(clip: &ClipConfig, layout: &Layout) -> u64 {
+    clamp(batch_parts(clip, layout).0)
+}
+
+/// Refuses, naming `train.batch_size`, a process batch whose decoded images exceed `budget`
+/// bytes of host memory. Accumulation does not help here: the loader decodes a whole step.
+fn check_loader(
+    config: &TrainConfig,
+    clip: &ClipConfig,
+    layout: &Layout,
+    budget: u64,
+) -> Result<(), TrainError> {
+    let need = loader_bytes(clip, layout);
+    if need <= budget {
+        return Ok(());
+    }
+    let train = &config.train;
+    Err(TrainError::invalid(
+        "train.batch_size",
+        format!(
+            "{} samples per micro-batch make {} samples a step on this process (× accum_freq {} \
+             × {} device(s)), whose decoded images need at least {} of host memory for the \
+             loader, and {} is available; lower train.batch_size or train.accum_freq, or spread \
+             the batch over more processes",
+            train.batch_size,
+            layout.global_batch / layout.processes.max(1),
+            train.accum_freq,
+            layout.devices,
+            bytes(need),
+            bytes(budget),
+        ),
+    ))
 }
 
 /// `x` in a `u64`, saturated.
@@ -378,8 +401,8 @@ mod tests {
         assert_eq!(first.logits, process.logits);
         // The loader's decoded images stay on the host: 256 × 3·64²·4 B = 256 × 49,152 B; the
         // process's batch counts them and the tensors: 256 × 98,920 B.
-        let loader = StepMemory::loader(&clip, &layout);
-        assert_eq!(loader.total(), 256 * 49_152);
+        let loader = loader_bytes(&clip, &layout);
+        assert_eq!(loader, 256 * 49_152);
         assert_eq!(process.batch, 256 * 98_920);
 
         let gpu = |host, device| MemoryBudget::Gpu { host, device };
@@ -389,7 +412,7 @@ mod tests {
                 .expect_err("refused")
                 .to_string()
         };
-        assert!(ok(gpu(Some(loader.total()), Some(first.total()))));
+        assert!(ok(gpu(Some(loader), Some(first.total()))));
         // Neither part known: nothing to check (wgpu on a machine without /proc/meminfo).
         assert!(ok(gpu(None, None)));
         assert!(ok(MemoryBudget::Unchecked));
@@ -399,9 +422,13 @@ mod tests {
                 && device.contains("on the first GPU of each process"),
             "{device}"
         );
-        let host = refusal(gpu(Some(loader.total() - 1), None));
+        let host = refusal(gpu(Some(loader - 1), None));
         assert!(
-            host.contains("of host memory per process for the loader"),
+            host.starts_with(
+                "train.batch_size: 64 samples per micro-batch make 256 samples a step on this \
+                 process (× accum_freq 2 × 2 device(s)), whose decoded images need at least \
+                 12.0 MiB of host memory for the loader"
+            ),
             "{host}"
         );
         // On the CPU the whole process's step counts, more than the first device's share.
