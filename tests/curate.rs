@@ -22,6 +22,25 @@ const BAD_INPUT_REASONS: [&str; 7] = [
     "duplicate_key",
 ];
 
+/// `duet curate` of the tiny model fixture on `data` into `out`, then `extra` (the model's path
+/// is element 2).
+fn curate(data: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+    let out = out.to_str().expect("utf-8 path");
+    [
+        "curate",
+        "--model",
+        "tests/fixtures/clip-tiny/hf",
+        "--data",
+        data,
+        "--out",
+        out,
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| a.to_string())
+    .collect()
+}
+
 /// A JSON file.
 fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).expect("a JSON file");
@@ -185,20 +204,8 @@ fn curate_keeps_the_top_fraction_by_hand_and_copies_the_bytes() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let out = tmp.path().join("cur");
     let shard = "datasets/sample/val/00000.tar";
-    let args = [
-        "curate",
-        "--model",
-        "tests/fixtures/clip-tiny/hf",
-        "--data",
-        shard,
-        "--out",
-        out.to_str().expect("utf-8 path"),
-        "--top-fraction",
-        "0.25",
-        "--min-words",
-        "4",
-    ];
-    ok(&args);
+    let args = curate(shard, &out, &["--top-fraction", "0.25", "--min-words", "4"]);
+    ok(&strs(&args));
     // By hand from the saved embeddings: the score is the cosine of each row's two unit
     // vectors; a row survives "at least 4 words" and then the top round(0.25 * 132) = 33
     // scores of all 132 pairs (ties to the earlier row).
@@ -251,7 +258,7 @@ fn curate_keeps_the_top_fraction_by_hand_and_copies_the_bytes() {
     let before = std::fs::metadata(out.join("shards/00000.tar"))
         .and_then(|m| m.modified())
         .expect("mtime");
-    ok(&args);
+    ok(&strs(&args));
     let after = std::fs::metadata(out.join("shards/00000.tar"))
         .and_then(|m| m.modified())
         .expect("mtime");
@@ -265,18 +272,11 @@ fn curate_drops_exact_duplicate_images_after_their_first_occurrence() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let run = |name: &str, block_memory: &str| {
         let out = tmp.path().join(name);
-        ok(&[
-            "curate",
-            "--model",
-            "tests/fixtures/clip-tiny/hf",
-            "--data",
+        ok(&strs(&curate(
             "datasets/sample/train/{00000..00002}.tar",
-            "--out",
-            out.to_str().expect("utf-8 path"),
-            "--dedup-exact",
-            "--block-memory",
-            block_memory,
-        ]);
+            &out,
+            &["--dedup-exact", "--block-memory", block_memory],
+        )));
         out
     };
     let out = run("cur", "1G");
@@ -325,21 +325,18 @@ fn curate_drops_near_duplicates_as_the_saved_embeddings_say() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let run = |clusters: &str, block_memory: &str| {
         let out = tmp.path().join(format!("k{clusters}-{block_memory}"));
-        ok(&[
-            "curate",
-            "--model",
-            "tests/fixtures/clip-tiny/hf",
-            "--data",
+        ok(&strs(&curate(
             "datasets/sample/val/00000.tar",
-            "--out",
-            out.to_str().expect("utf-8 path"),
-            "--dedup-near",
-            "0.99",
-            "--dedup-clusters",
-            clusters,
-            "--block-memory",
-            block_memory,
-        ]);
+            &out,
+            &[
+                "--dedup-near",
+                "0.99",
+                "--dedup-clusters",
+                clusters,
+                "--block-memory",
+                block_memory,
+            ],
+        )));
         out
     };
     let one = run("1", "1G");
@@ -381,23 +378,18 @@ fn curate_drops_near_duplicates_as_the_saved_embeddings_say() {
 fn curate_killed_and_run_again_writes_the_same_output() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let (full, killed) = (tmp.path().join("full"), tmp.path().join("killed"));
-    let args = |out: &Path| -> Vec<String> {
-        [
-            "curate",
-            "--model",
-            "tests/fixtures/clip-tiny/hf",
-            "--data",
+    let args = |out: &Path| {
+        curate(
             "datasets/sample/train/{00000..00002}.tar",
-            "--out",
-            out.to_str().expect("utf-8 path"),
-            "--top-fraction",
-            "0.6",
-            "--dedup-exact",
-            "--dedup-near",
-            "0.995",
-        ]
-        .map(String::from)
-        .to_vec()
+            out,
+            &[
+                "--top-fraction",
+                "0.6",
+                "--dedup-exact",
+                "--dedup-near",
+                "0.995",
+            ],
+        )
     };
     ok(&strs(&args(&full)));
     // Killed while embedding (pass 1), then run again.
@@ -443,19 +435,7 @@ fn curate_reports_broken_samples_per_reason_and_refuses_a_spec_without_pairs() {
     // for 7 reasons; no filter set, so the 3 are kept and the 7 reported.
     let tmp = tempfile::tempdir().expect("temp dir");
     let out = tmp.path().join("cur");
-    let args = |data: &str, out: &Path| -> Vec<String> {
-        [
-            "curate",
-            "--model",
-            "tests/fixtures/clip-tiny/hf",
-            "--data",
-            data,
-            "--out",
-            out.to_str().expect("utf-8 path"),
-        ]
-        .map(String::from)
-        .to_vec()
-    };
+    let args = |data: &str, out: &Path| curate(data, out, &[]);
     ok(&strs(&args(
         "crates/duet-data/tests/fixtures/bad/mixed.tar",
         &out,
