@@ -202,8 +202,9 @@ part tune-cpu-bf16 90 "$duet" "${tune[@]}" --run-dir "$out/runs/cpu-bf16" --devi
 part tune-cuda-bf16 120 "$duet" "${tune[@]}" --run-dir "$out/runs/cuda-bf16" --device cuda --precision bf16
 part bench-cuda-bf16-cold 150 "$duet" "${bench[@]}" --device cuda --precision bf16
 part tune-wgpu-f32 120 "$duet" "${tune[@]}" --run-dir "$out/runs/wgpu-f32" --device wgpu
-# The image-tower gradient that wgpu f32 gets wrong on lavapipe at the tiny config's shapes
-# (scripts/wgpu_image_grad.sh): does a real GPU's Vulkan driver get it right?
+# The image-tower gradient on wgpu against the CPU's at the tiny config's shapes
+# (scripts/wgpu_image_grad.sh; wrong on lavapipe until vision.rs's batch_dense_grad routed
+# around a burn-cubecl kernel): does a real GPU's Vulkan driver agree too?
 part wgpu-image-grad 90 bash "$repo/scripts/wgpu_image_grad.sh" "$duet"
 part bench-wgpu-f32-cold 150 "$duet" "${bench[@]}" --device wgpu --precision f32
 part bench-cuda-f32-warm 90 "$duet" "${bench[@]}" --device cuda --precision f32

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Reproduces an open wgpu f32 defect (found 2026-12-07, Mesa lavapipe): from the same weights,
-# the image tower's gradient on `--device wgpu` differs from the CPU's at configs/tiny.toml's
-# shapes (64×64 images, 8×8 patches, 65 tokens), while the text tower's agrees. The parity
-# fixture's shapes (scripts/check_wgpu.sh: 32×32 images, 17 tokens) agree to 6e-6.
+# The image tower's gradient on `--device wgpu` against the CPU's, from the same weights, at
+# configs/tiny.toml's shapes (64×64 images, 8×8 patches, 65 tokens). It found (2026-12-07, Mesa
+# lavapipe) wgpu's f32 image-tower gradient norm at 22.22 against the CPU's 6.12: one of
+# burn-cubecl's convolution weight-gradient kernels misread the patch embedding's gradient, a
+# slice of the class token's `cat` (see `batch_dense_grad` in crates/duet-model/src/vision.rs,
+# which now routes around it, and crates/duet-model/tests/wgpu_gradients.rs).
 #
 #   scripts/wgpu_image_grad.sh DUET_BINARY   # built with --features wgpu
 #

@@ -61,6 +61,25 @@ impl MapHead {
     }
 }
 
+/// The identity on `x` (`[b, n, width]`), whose gradient leaves the batch-dense (each
+/// sample's `n × width` values contiguous, one sample after the next).
+///
+/// Why: burn-cubecl 0.22.1's `wgrad_im2col` (one of the weight-gradient kernels wgpu and CUDA
+/// autotune between) merges a convolution's batch and spatial dimensions as a view after
+/// checking only the spatial strides, so it reads a gradient whose batch stride is not dense
+/// wrongly. The class token's `cat` hands the patches exactly such a gradient (a slice of the
+/// `[b, 1 + n, width]` one, batch stride `(1 + n) × width`). On Mesa's lavapipe this made the
+/// tiny config's patch-embedding gradient 15× too large (`tests/wgpu_gradients.rs`).
+///
+/// How: `[b, n, width] -> [b·n, width] -> [b, n, width]`. Backwards, the first reshape of the
+/// sliced gradient cannot be a view (its batch stride is not `n × width`), so every backend
+/// copies it into a dense tensor; forwards it costs one copy of the patches (which the `cat`
+/// after copies again). On the CPU the values are bitwise unchanged.
+fn batch_dense_grad(x: Tensor<3>) -> Tensor<3> {
+    let [b, n, width] = x.dims();
+    x.reshape([b * n, width]).reshape([b, n, width])
+}
+
 impl VisionConfig {
     /// A randomly initialised tower (OpenCLIP's init: embeddings and projection `width^-0.5`).
     pub fn init(&self, embed_dim: usize, device: &Device) -> VisionTower {
@@ -167,7 +186,7 @@ impl VisionTower {
     pub fn embed_keeping(&self, pixels: Tensor<4>, keep: Option<Tensor<2, Int>>) -> Tensor<3> {
         let patches = self.patchify(pixels);
         let [b, width, gh, gw] = patches.dims();
-        let patches = patches.reshape([b, width, gh * gw]).swap_dims(1, 2);
+        let patches = batch_dense_grad(patches.reshape([b, width, gh * gw]).swap_dims(1, 2));
         let first = usize::from(self.class_embedding.is_some());
         let x = match &self.class_embedding {
             Some(class) => {
