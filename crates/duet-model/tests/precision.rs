@@ -14,7 +14,7 @@ mod common;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{DType, Device, Gradients, Tensor};
-use common::{Reference, fixtures, values};
+use common::{Reference, fixtures, norm, rel, rel_floored, values};
 use duet_loss::{ContrastiveBatch, info_nce_loss};
 use duet_model::{ClipModel, Precision, load_model};
 
@@ -74,22 +74,6 @@ fn pass(dir: &str, reference: &str, precision: Precision) -> Pass {
     }
 }
 
-fn norm(a: &[f32]) -> f64 {
-    a.iter().map(|y| f64::from(*y).powi(2)).sum::<f64>().sqrt()
-}
-
-/// `‖a − b‖₂ / ‖b‖₂`.
-fn rel(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let diff: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum();
-    let norm: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
-    (diff / norm.max(1e-30)).sqrt()
-}
-
 fn check(dir: &str, reference: &str, precision: Precision) {
     let f32 = pass(dir, reference, Precision::F32);
     let low = pass(dir, reference, precision);
@@ -115,7 +99,7 @@ fn check(dir: &str, reference: &str, precision: Precision) {
     let mut worst = 0.0f64;
     for (i, ((dtype, a), (_, b))) in low.grads.iter().zip(&f32.grads).enumerate() {
         assert_eq!(*dtype, DType::F32, "{what}: gradient {i} is f32");
-        let err = rel(a, b) * norm(b) / norm(b).max(floor);
+        let err = rel_floored(a, b, floor);
         assert!(
             err <= REL_EACH,
             "{what}: gradient {i} rel {err:.2e} > {REL_EACH:e}"

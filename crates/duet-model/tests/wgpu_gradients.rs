@@ -17,7 +17,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
-use common::values;
+use common::{norm, rel, rel_floored, values};
 use duet_model::preset;
 
 /// Deterministic values in [-1, 1) (a 64-bit LCG), the same on every device.
@@ -39,18 +39,6 @@ fn tensor<const D: usize>(shape: [usize; D], seed: u64, scale: f32, device: &Dev
     let n = shape.iter().product();
     let data: Vec<f32> = noise(n, seed).into_iter().map(|v| v * scale).collect();
     Tensor::from_data(TensorData::new(data, shape), device).require_grad()
-}
-
-/// `‖a − b‖₂ / ‖b‖₂`.
-fn rel(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let diff: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum();
-    let norm: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
-    (diff / norm.max(1e-30)).sqrt()
 }
 
 fn devices() -> [Device; 2] {
@@ -190,13 +178,12 @@ fn tower_error<const O: usize>(
         tower.visit(&mut collect);
         runs.push(collect.out);
     }
-    let norm = |g: &[f32]| g.iter().map(|y| f64::from(*y).powi(2)).sum::<f64>().sqrt();
     let floor = 1e-2 * runs[0].iter().map(|g| norm(g)).fold(0.0, f64::max);
     let errs: Vec<f64> = runs[1]
         .iter()
         .zip(&runs[0])
         .filter(|(_, c)| !c.is_empty())
-        .map(|(w, c)| rel(w, c) * norm(c) / norm(c).max(floor))
+        .map(|(w, c)| rel_floored(w, c, floor))
         .collect();
     let shown: Vec<String> = errs.iter().map(|e| format!("{e:.1e}")).collect();
     println!("tiny image tower, {what}: each parameter's gradient, wgpu against flex: {shown:?}");

@@ -83,6 +83,28 @@ pub fn max_rel(actual: &[f32], expected: &[f32], floor: f32) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// `‖a‖₂`.
+pub fn norm(a: &[f32]) -> f64 {
+    a.iter().map(|y| f64::from(*y).powi(2)).sum::<f64>().sqrt()
+}
+
+/// `‖a − b‖₂ / max(‖b‖₂, floor)`: a whole tensor's relative error, `floor` standing in for a
+/// reference that is zero in exact arithmetic (then only f32 noise).
+pub fn rel_floored(a: &[f32], b: &[f32], floor: f64) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    diff.sqrt() / norm(b).max(floor)
+}
+
+/// `‖a − b‖₂ / ‖b‖₂`.
+pub fn rel(a: &[f32], b: &[f32]) -> f64 {
+    rel_floored(a, b, 1e-30)
+}
+
 /// Asserts `actual` equals the reference within `rel` (relative to max(|ref|, floor)), and returns
 /// the error reached so tests can print it.
 pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], rel: f32, floor: f32) -> f32 {
