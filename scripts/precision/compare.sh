@@ -7,6 +7,8 @@
 #
 # DUET_BIN=path runs that binary instead of building one; DUET_DEVICE=wgpu trains there (a
 # binary built with --features wgpu; f32 must be among the precisions for the gaps).
+# DUET_SEED=N sets `train.seed` (init, data order and every sample's augmentation), to see how
+# far two seeds of one precision land apart next to the precisions' gaps.
 #
 # CPU (flex): bf16/f16 matrix products go through f32 there, so they are slower, not faster;
 # this checks the numerics, not speed.
@@ -22,11 +24,13 @@ if [ -z "$duet" ]; then
   duet="${CARGO_TARGET_DIR:-target}/release/duet"
 fi
 device="${DUET_DEVICE:-cpu}"
+seed=()
+[ -z "${DUET_SEED:-}" ] || seed=(--set "train.seed=$DUET_SEED")
 for p in "${precisions[@]}"; do
   rm -rf "$out/$p"
   start=$(date +%s)
   "$duet" pretrain --config configs/tiny.toml --precision "$p" --device "$device" \
-    --run-dir "$out/$p" > "$out-$p.log" 2>&1
+    "${seed[@]}" --run-dir "$out/$p" > "$out-$p.log" 2>&1
   echo "$p: $(( $(date +%s) - start )) s"
 done
 python3 - "$out" "${precisions[@]}" <<'PY'
