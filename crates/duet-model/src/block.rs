@@ -174,6 +174,41 @@ pub(crate) fn linear_in<const D: usize>(
     )
 }
 
+/// `gelu(x)` (the exact, erf form) whose gradient is the exact `Φ(x) + x·φ(x)` on every
+/// device. burn's default `gelu_backward`, which its cubecl backends (wgpu, CUDA) keep, is the
+/// derivative of the *tanh approximation* while the forward is the erf form: 3.3e-4 relative
+/// off torch's gradient for GELU alone on wgpu. Flex's own backward is exact, so the CPU keeps
+/// `gelu` itself (bitwise as before).
+///
+/// Elsewhere: `gelu(z) + (x − z)·slope` with `z = x` detached and `slope` the exact derivative
+/// at `z`, computed in f32 and kept in `x`'s type. `x − z` is 0, so the value is `gelu(x)`'s
+/// bit for bit; the only path the gradient takes is `(x − z)·slope`, so it is `slope·grad`.
+/// The backward keeps one tensor of `x`'s size (`slope`), as `gelu`'s keeps `x`.
+fn gelu_exact<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.device().inner() == Device::flex() {
+        gelu(x)
+    } else {
+        gelu_erf_slope(x)
+    }
+}
+
+/// See [`gelu_exact`]: `gelu(z) + (x − z)·slope`.
+fn gelu_erf_slope<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let dtype = x.dtype();
+    let z = x.clone().detach();
+    let zf = to(z.clone(), FloatDType::F32);
+    // Φ(z) = (1 + erf(z/√2))/2; φ(z) = exp(−z²/2)/√(2π).
+    let cdf = (zf.clone() / std::f64::consts::SQRT_2)
+        .erf()
+        .add_scalar(1.0)
+        .mul_scalar(0.5);
+    let pdf = (zf.clone().powi_scalar(2) * -0.5)
+        .exp()
+        .mul_scalar(0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
+    let slope = (cdf + zf * pdf).cast(dtype);
+    gelu(z.clone()) + (x - z) * slope
+}
+
 impl Mlp {
     pub(crate) fn set_precision(&mut self, precision: Precision) {
         self.precision = precision;
@@ -189,7 +224,7 @@ impl Mlp {
             None => self.fc1.forward(x),
         };
         let h = match self.activation {
-            Activation::Gelu => gelu(h),
+            Activation::Gelu => gelu_exact(h),
             // OpenAI CLIP model.py: x * sigmoid(1.702 * x).
             Activation::QuickGelu => h.clone() * sigmoid(h * 1.702),
             Activation::GeluTanh => gelu_approximate(h),
@@ -212,5 +247,50 @@ impl Block {
     pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
         let x = x.clone() + self.attn.forward(self.ln_1.forward(x), causal);
         x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Tensor, TensorData};
+
+    use super::{gelu, gelu_erf_slope};
+
+    /// The route the GPUs take, run on flex (whose own GELU backward is exact): the same
+    /// values bit for bit, and the same gradient as flex's `gelu_backward`. By hand at x = 1:
+    /// Φ(1) + φ(1) = 0.841345 + 0.241971 = 1.083316; at x = −2: Φ(−2) − 2φ(−2) = 0.022750 −
+    /// 0.107982 = −0.085232.
+    #[test]
+    fn erf_slope_gelu_is_gelu_with_the_exact_gradient() {
+        let device = Device::flex().autodiff();
+        let xs = [-4.0f32, -2.0, -1.0, -0.3, 0.0, 0.5, 1.0, 2.5, 6.0];
+        let input = || {
+            Tensor::<1>::from_data(TensorData::new(xs.to_vec(), [xs.len()]), &device).require_grad()
+        };
+        let run = |f: fn(Tensor<1>) -> Tensor<1>| {
+            let x = input();
+            let y = f(x.clone());
+            let grads = y.clone().sum().backward();
+            let value: Vec<f32> = y.into_data().try_to_vec::<f32>().expect("f32");
+            let grad: Vec<f32> = x
+                .grad(&grads)
+                .expect("grad")
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32");
+            (value, grad)
+        };
+        let (value, grad) = run(gelu_erf_slope);
+        let (flex_value, flex_grad) = run(gelu);
+        assert_eq!(value, flex_value, "the value is gelu's, bit for bit");
+        for (i, (a, b)) in grad.iter().zip(&flex_grad).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6,
+                "x = {}: {a} against flex's {b}",
+                xs[i]
+            );
+        }
+        assert!((grad[6] - 1.083316).abs() < 1e-5, "{}", grad[6]);
+        assert!((grad[1] + 0.085232).abs() < 1e-5, "{}", grad[1]);
     }
 }
