@@ -197,14 +197,20 @@ fn step(args: &StepArgs) -> Result<()> {
         );
     } else {
         println!(
-            "{} @ {size} px in {}{}, batch {batch} on {} device(s), {params} parameters: median \
-             {:.1} ms per step (mean {:.1}), {:.1} samples/s over {} steps, peak RSS {:.0} MiB",
+            "{} @ {size} px in {}{}{}, batch {batch} on {} device(s), {params} parameters: \
+             median {:.1} ms per step (mean {:.1}), {:.1} samples/s over {} steps, peak RSS \
+             {:.0} MiB",
             args.model,
             args.precision,
             if args.patch_dropout > 0.0 {
                 format!(" with patch dropout {}", args.patch_dropout)
             } else {
                 String::new()
+            },
+            if args.grad_checkpointing {
+                ", activations checkpointed"
+            } else {
+                ""
             },
             devices.len(),
             median * 1e3,
