@@ -5,8 +5,8 @@
 //!
 //!   cargo test -p duet-model --features wgpu --test wgpu_gradients -- --nocapture
 //!
-//! Needs a Vulkan adapter (Mesa's software one: `apt-get install mesa-vulkan-drivers`); about
-//! 3 minutes on lavapipe. Not in CI (no Vulkan there, and a second burn build); run it after
+//! Needs a Vulkan adapter (Mesa's software one: `apt-get install mesa-vulkan-drivers`); 36-45 s
+//! on lavapipe (2 cores). Not in CI (no Vulkan there, and a second burn build); run it after
 //! changing the image tower or burn's version.
 
 #![cfg(feature = "wgpu")]
